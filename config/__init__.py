@@ -1,0 +1,154 @@
+"""Config loading: yacs defaults + a yaml file + ``KEY VALUE`` overrides, with clear errors.
+
+Yaml files written for MiSLAS / the ARB-Loss code load unchanged: every reference key has a
+default, strings such as ``2e-4`` are decoded as numbers (as yacs does), and an integer given
+for a float key is accepted.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+from typing import Any, Sequence
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from config.defaults import get_cfg_defaults
+from utils.errors import ConfigError
+
+__all__ = ["get_cfg_defaults", "load_config", "cfg_to_yaml", "cfg_from_yaml_string"]
+
+_CHOICES = {
+    "imb_type": ("exp", "step"),
+    "device": ("auto", "cpu", "cuda"),
+    "amp": ("none", "bf16", "fp16"),
+    "las_shape": ("concave", "linear", "convex", "exp"),
+}
+
+
+def _decode(value: Any, default: Any) -> Any:
+    """Decode a raw yaml / command-line value the way yacs does, keeping strings for str keys."""
+    if isinstance(value, str) and not isinstance(default, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
+    if isinstance(default, str) and not isinstance(value, str) and value is not None \
+            and not isinstance(value, (list, dict)):
+        value = str(value)
+    return value
+
+
+def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
+    value = _decode(value, default)
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, (list, tuple)):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    kind = type(default).__name__
+    raise ConfigError(f"{source}: key '{key}' expects a {kind} (default {default!r}), got {value!r}")
+
+
+def _apply(cfg: CN, items: dict, source: str) -> None:
+    for key, value in items.items():
+        if not isinstance(key, str) or key not in cfg:
+            close = difflib.get_close_matches(str(key), list(cfg.keys()), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{source}: unknown config key '{key}'{hint}; "
+                              "accepted keys are listed in config/defaults.py")
+        if isinstance(value, dict):
+            raise ConfigError(f"{source}: key '{key}' takes a single value, not a mapping")
+        cfg[key] = _coerce(key, value, cfg[key], source)
+
+
+def _read_yaml(path: str) -> dict:
+    if not path:
+        raise ConfigError("no config file given: pass --cfg FILE (see config/ for examples)")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: yaml syntax error{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config file ({e})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of 'key: value' lines at the top level")
+    return raw
+
+
+def validate(cfg: CN) -> None:
+    """Check values that do not depend on the data (class ranges are checked once counts exist)."""
+    for key, choices in _CHOICES.items():
+        if cfg[key] not in choices:
+            raise ConfigError(f"key '{key}' is {cfg[key]!r}; accepted: {', '.join(choices)}")
+    if not 0.0 < cfg.imb_factor <= 1.0:
+        raise ConfigError(f"key 'imb_factor' is {cfg.imb_factor}; accepted: a number in (0, 1]")
+    positive = ("batch_size", "num_epochs", "num_classes", "print_freq", "eval_freq")
+    for key in positive:
+        if cfg[key] < 1:
+            raise ConfigError(f"key '{key}' is {cfg[key]}; accepted: an integer >= 1")
+    for key in ("workers", "test_batch_size", "warmup_epochs", "grad_stats_freq", "nc_freq",
+                "plot_freq", "digits_test_per_class"):
+        if cfg[key] < 0:
+            raise ConfigError(f"key '{key}' is {cfg[key]}; accepted: an integer >= 0")
+    if not cfg.lr > 0:
+        raise ConfigError(f"key 'lr' is {cfg.lr}; accepted: a number > 0")
+    if cfg.weight_decay < 0 or cfg.momentum < 0 or cfg.alpha < 0:
+        raise ConfigError("keys 'weight_decay', 'momentum' and 'alpha' must be >= 0")
+    for key in ("head_class_idx", "med_class_idx", "tail_class_idx"):
+        v = cfg[key]
+        if len(v) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
+            raise ConfigError(f"key '{key}' is {v}; accepted: [start, end] with two integers")
+    if cfg.LAS and (cfg.smooth_head is None or cfg.smooth_tail is None):
+        raise ConfigError("LAS: True needs 'smooth_head' and 'smooth_tail' (numbers in [0, 1))")
+
+
+def load_config(path: str, opts: Sequence[str] = ()) -> CN:
+    """Defaults, then the yaml file at ``path``, then ``KEY VALUE`` pairs from ``opts``."""
+    cfg = get_cfg_defaults()
+    _apply(cfg, _read_yaml(path), path)
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigError(f"overrides must come as KEY VALUE pairs; got an odd number: {opts}")
+    _apply(cfg, dict(zip(opts[0::2], opts[1::2])), "command line")
+    validate(cfg)
+    if not cfg.name:
+        cfg.name = os.path.splitext(os.path.basename(path))[0]
+    cfg.freeze()
+    return cfg
+
+
+def cfg_to_yaml(cfg: CN) -> str:
+    """The config as a yaml string (stored in checkpoints)."""
+    return cfg.dump()
+
+
+def cfg_from_yaml_string(text: str) -> CN:
+    """Rebuild a config from :func:`cfg_to_yaml` output, on top of today's defaults."""
+    cfg = get_cfg_defaults()
+    raw = yaml.safe_load(text) or {}
+    _apply(cfg, {k: v for k, v in raw.items() if k in cfg}, "checkpoint config")
+    return cfg

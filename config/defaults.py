@@ -1,0 +1,84 @@
+"""Every config key, its default and what it means.
+
+The first block holds the keys of the MiSLAS / ARB-Loss reference configs with the reference
+defaults, so that their yaml files load unchanged. Keys after it are ours.
+"""
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+# ---------------------------------------------------------------- reference keys
+_C.name = ''  # run name; the run folder is <output_dir>/<name>_<YYYYmmddHHMM>
+_C.print_freq = 40  # log a progress line every this many iterations
+_C.workers = 16  # data-loader worker processes (global; split over ranks under DDP)
+_C.log_dir = 'logs'  # sub-folder of the run folder for the text log and TensorBoard
+_C.model_dir = 'ckps'  # sub-folder of the run folder for checkpoints
+_C.dataset = 'cifar10'  # cifar10 | cifar100 | digits | imagenet | ina2018 | places
+_C.data_path = './data/cifar10'  # folder holding the data set files
+_C.num_classes = 100  # number of classes; must match the data
+_C.imb_factor = 0.01  # n_min / n_max of the long-tailed training split, in (0, 1]
+_C.backbone = 'resnet32_fe'  # feature extractor, see models.BACKBONES
+_C.resume = ''  # checkpoint to resume from ('auto': newest run of this name)
+_C.head_class_idx = [0, 1]  # [start, end) of the many-shot classes; [0, 1] = derive from counts
+_C.med_class_idx = [0, 1]  # [start, end) of the medium-shot classes; [0, 1] = derive
+_C.tail_class_idx = [0, 1]  # [start, end) of the few-shot classes; [0, 1] = derive
+_C.deterministic = True  # seed everything and use deterministic kernels (slower on GPU)
+_C.gpu = 0  # GPU index for single-process runs (ignored under a launcher)
+_C.world_size = -1  # number of processes for manual set-ups; launchers set WORLD_SIZE
+_C.rank = -1  # global rank for manual set-ups; launchers set RANK
+_C.dist_url = 'env://'  # torch.distributed init method
+_C.dist_backend = 'nccl'  # backend with CUDA; without CUDA gloo is used
+_C.multiprocessing_distributed = False  # accepted for compatibility; use a launcher instead
+_C.distributed = False  # accepted for compatibility; set from the launcher environment
+_C.mode = None  # MiSLAS stage tag ('stage1' / 'stage2'); informational
+_C.smooth_tail = None  # LAS smoothing of the rarest class
+_C.smooth_head = None  # LAS smoothing of the most frequent class
+_C.shift_bn = False  # MiSLAS stage-2 key; accepted, unused by stage 1
+_C.lr_factor = None  # MiSLAS stage-2 key; accepted, unused by stage 1
+_C.lr = 0.1  # base learning rate (for the global batch)
+_C.batch_size = 128  # global batch size (split over ranks under DDP)
+_C.weight_decay = 0.002  # SGD weight decay
+_C.num_epochs = 200  # training epochs
+_C.momentum = 0.9  # SGD momentum
+_C.cos = False  # cosine schedule (True) or step schedule with warm-up (False)
+_C.mixup = True  # mixup of the training batch
+_C.alpha = 1.0  # mixup Beta(alpha, alpha); 0 disables mixing
+_C.arbloss = False  # ARB-Loss instead of cross-entropy
+_C.warbloss = False  # ARB-Loss weighted by mean_count / n_y
+_C.arb_loss_use_global_class_cnt = False  # ARB counts: training-set counts instead of batch counts
+_C.LAS = False  # MiSLAS label-aware smoothing (combinable with ARB)
+_C.not_pretrained = False  # Places-LT: do not load ImageNet weights into the frozen backbone
+_C.arbloss_fl = False  # focal ARB-Loss: (1 - p)^2 * ARB loss
+_C.train_stage2_instance = False  # MiSLAS stage-2 key; accepted, unused by stage 1
+
+# ---------------------------------------------------------------- our keys
+_C.seed = 0  # seed of torch, numpy and python random (training order, mixup, init)
+_C.output_dir = 'saved'  # root of the run folders
+_C.device = 'auto'  # auto (CUDA if present, else CPU) | cpu | cuda
+_C.imb_type = 'exp'  # long-tail profile of CIFAR / digits: exp | step
+_C.warmup_epochs = 5  # step schedule: linear warm-up over this many epochs
+_C.lr_steps = [160, 240]  # step schedule: lr x0.1 after the first, x0.01 after the second epoch
+_C.eval_freq = 1  # evaluate on the test set every this many epochs (and always at the end)
+_C.test_batch_size = 0  # eval batch size; 0 = batch_size
+_C.digits_test_per_class = 50  # digits: held-out balanced test images per class
+_C.grad_stats_freq = 0  # log the attraction/repulsion gradient monitor every N iterations; 0 = off
+_C.nc_freq = 0  # log neural-collapse metrics on training features every N epochs; 0 = off
+_C.plot_freq = 0  # log reliability / per-class figures to TensorBoard every N epochs; 0 = off
+_C.amp = 'none'  # mixed precision on CUDA: none | bf16 | fp16
+_C.channels_last = False  # channels_last memory format on CUDA
+_C.compile = False  # torch.compile the network
+_C.gpu_pipeline = False  # CIFAR: keep the training set on the device and augment there
+_C.sync_bn = False  # SyncBatchNorm under DDP
+_C.arb_global_batch_counts = False  # DDP: ARB batch counts of the whole global batch (all-reduced)
+_C.train_list = ''  # image-list data: training list file under data_path ('' = data set default)
+_C.test_list = ''  # image-list data: test list file under data_path ('' = data set default)
+_C.pretrained_path = ''  # Places-LT: local file with ImageNet ResNet weights
+_C.las_shape = 'concave'  # label-aware smoothing profile: concave | linear | convex | exp
+_C.las_power = 2.0  # exponent of the 'exp' LAS profile
+_C.download = True  # CIFAR: download the archive with torchvision when the files are missing
+_C.legacy_checkpoint = False  # allow full-pickle loading of trusted MiSLAS / ARB-Loss checkpoints
+
+
+def get_cfg_defaults() -> CN:
+    """A fresh copy of the defaults (never mutate ``_C`` itself)."""
+    return _C.clone()

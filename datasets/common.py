@@ -1,0 +1,144 @@
+"""Pieces shared by every data set: the long-tail profile, an in-memory image data set,
+and a sampler whose augmentation randomness depends only on (seed, epoch, sample)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+
+def lt_counts(n_max: int, num_classes: int, imb_factor: float, imb_type: str = "exp") -> List[int]:
+    """Images kept per class: 'exp' int(n_max * imb^(i / (C - 1))); 'step' n_max for the first
+    half of the classes and int(n_max * imb) for the rest (LDAM-DRW / MiSLAS)."""
+    if imb_type == "exp":
+        if num_classes == 1:
+            return [n_max]
+        return [int(n_max * imb_factor ** (i / (num_classes - 1))) for i in range(num_classes)]
+    if imb_type == "step":
+        half = num_classes // 2
+        return [n_max] * half + [int(n_max * imb_factor)] * (num_classes - half)
+    raise ValueError(f"unknown imb_type {imb_type!r}")
+
+
+def lt_indices(targets: np.ndarray, counts: Sequence[int], seed: int = 0) -> np.ndarray:
+    """For each class in order: shuffle its indices (numpy seed ``seed``) and keep the first n."""
+    rng = np.random.RandomState(seed)  # same stream as the reference's np.random.seed(0)
+    keep = []
+    for c, n in enumerate(counts):
+        idx = np.where(targets == c)[0]
+        rng.shuffle(idx)
+        keep.append(idx[:n])
+    return np.concatenate(keep)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed that depends only on (run seed, epoch, sample index)."""
+    x = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB)
+    x &= (1 << 64) - 1
+    x ^= x >> 31
+    return x & ((1 << 63) - 1)
+
+
+class ArrayImageDataset(Dataset):
+    """Images held in memory as uint8 N x H x W x C (C = 1 or 3) with integer labels.
+
+    Items are indexed either by an int or by an ``(index, seed)`` pair from
+    :class:`EpochSampler`; with a seed, the random transform is drawn from that seed, so
+    augmentation does not depend on worker count, worker persistence or resuming.
+    """
+
+    def __init__(self, images: np.ndarray, targets: Sequence[int],
+                 transform: Optional[Callable] = None):
+        self.images = images
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def load(self, index: int) -> Image.Image:
+        img = self.images[index]
+        return Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        img = self.load(index)
+        if self.transform is not None:
+            img = apply_seeded(self.transform, img, seed)
+        return img, int(self.targets[index])
+
+
+def apply_seeded(transform: Callable, img, seed: Optional[int]):
+    """Apply ``transform`` with torch's global CPU RNG seeded by ``seed`` (restored afterwards).
+
+    Uses the CPU generator directly: ``torch.manual_seed`` also seeds every accelerator
+    backend and costs milliseconds a call.
+    """
+    if seed is None:
+        return transform(img)
+    gen = torch.default_generator
+    state = gen.get_state()
+    gen.manual_seed(seed)
+    try:
+        return transform(img)
+    finally:
+        gen.set_state(state)
+
+
+class EpochSampler(Sampler):
+    """Shuffled (or ordered) indices for one rank, reshuffled per epoch from (seed, epoch).
+
+    Yields ``(index, per-sample seed)`` pairs. Under DDP each rank takes every
+    ``world_size``-th index of the shuffled order; the order is padded by repetition so all
+    ranks get the same number of items (as DistributedSampler does), unless ``pad=False``.
+    """
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0,
+                 world_size: int = 1, pad: bool = True):
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.epoch = 0
+        self.start = 0  # items of this rank's share to skip (resuming inside an epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> List[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1))
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        if self.pad and self.world_size > 1 and self.n:
+            total = math.ceil(self.n / self.world_size) * self.world_size
+            order = (order * math.ceil(total / self.n))[:total]
+        return order[self.rank::self.world_size][self.start:]
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        for i in self.indices():
+            yield i, sample_seed(self.seed, self.epoch, i)
+
+    def __len__(self) -> int:
+        if self.pad and self.world_size > 1:
+            share = math.ceil(self.n / self.world_size)
+        else:
+            share = len(range(self.rank, self.n, self.world_size))
+        return max(share - self.start, 0)
+
+
+@dataclass
+class DataBundle:
+    """What the trainer needs from a data set."""
+
+    train: Dataset
+    test: Dataset
+    cls_num_list: List[int]  # training images per class, class 0 the most frequent
+    name: str
+    in_channels: int = 3
+    train_eval: Optional[Dataset] = None  # training images with test transforms (features)
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,29 @@
+"""Data loaders for training and evaluation (single process or one rank of DDP)."""
+from __future__ import annotations
+
+import logging
+import os
+
+from torch.utils.data import DataLoader, Dataset
+
+from datasets.common import EpochSampler
+
+log = logging.getLogger(__name__)
+
+
+def per_rank_workers(workers: int, world_size: int) -> int:
+    """The config's global ``workers`` split over ranks, capped by this machine's cores."""
+    cap = os.cpu_count() or 1
+    return max(0, min(workers // max(world_size, 1), cap))
+
+
+def build_loader(dataset: Dataset, batch_size: int, *, train: bool, seed: int, rank: int,
+                 world_size: int, workers: int, pin_memory: bool) -> DataLoader:
+    """Training loader: shuffled per epoch from (seed, epoch), padded so ranks get equal
+    shares. Test loader: in order, every sample on exactly one rank, no padding.
+    ``batch_size`` is per rank."""
+    sampler = EpochSampler(len(dataset), seed=seed, shuffle=train, rank=rank,
+                           world_size=world_size, pad=train)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=pin_memory, persistent_workers=workers > 0,
+                      prefetch_factor=4 if workers > 0 else None, drop_last=False)

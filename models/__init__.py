@@ -1,0 +1,74 @@
+"""Backbones (name -> builder) and the network that joins backbone, optional block and classifier."""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn as nn
+
+from models import resnet_cifar
+from models.resnet_cifar import Classifier
+from utils.errors import ConfigError
+
+# name -> builder(in_channels) returning a feature extractor with an ``out_dim`` attribute
+BACKBONES: Dict[str, Callable[[int], nn.Module]] = {
+    name: getattr(resnet_cifar, name)
+    for name in ("resnet8_fe", "resnet20_fe", "resnet32_fe", "resnet44_fe", "resnet56_fe",
+                 "resnet110_fe")
+}
+
+
+class LTNet(nn.Module):
+    """backbone (``model``) -> optional ``block`` -> ``classifier``.
+
+    The attribute names are the checkpoint keys' suffixes (``state_dict_model``,
+    ``state_dict_block``, ``state_dict_classifier``). A backbone marked ``frozen`` is kept in
+    eval mode and receives no gradient.
+    """
+
+    def __init__(self, model: nn.Module, classifier: nn.Module,
+                 block: Optional[nn.Module] = None, frozen_backbone: bool = False):
+        super().__init__()
+        self.model = model
+        self.block = block
+        self.classifier = classifier
+        self.frozen_backbone = frozen_backbone
+        if frozen_backbone:
+            self.model.requires_grad_(False)
+
+    def parts(self) -> Dict[str, nn.Module]:
+        """Checkpoint name -> module for every part that exists."""
+        out = {"model": self.model, "classifier": self.classifier}
+        if self.block is not None:
+            out["block"] = self.block
+        return out
+
+    def train(self, mode: bool = True) -> "LTNet":
+        super().train(mode)
+        if self.frozen_backbone:
+            self.model.eval()
+        return self
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frozen_backbone:
+            with torch.no_grad():
+                feat = self.model(x)
+        else:
+            feat = self.model(x)
+        return self.block(feat) if self.block is not None else feat
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def build_network(cfg, num_classes: int, in_channels: int = 3) -> LTNet:
+    """The network named by ``cfg.backbone`` with a ``num_classes``-way classifier."""
+    if cfg.backbone not in BACKBONES:
+        raise ConfigError(f"key 'backbone' is {cfg.backbone!r}; accepted: "
+                          f"{', '.join(sorted(BACKBONES))}")
+    backbone = BACKBONES[cfg.backbone](in_channels)
+    return LTNet(backbone, Classifier(backbone.out_dim, num_classes))
+
+
+def count_parameters(module: Optional[nn.Module]) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())

@@ -1,0 +1,100 @@
+"""Shared fixtures: generated data in the real on-disk formats, and run helpers."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+from typing import List
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def write_cifar(root: str, name: str, train_per_class: int, test_per_class: int,
+                seed: int = 0, tar: bool = False) -> str:
+    """Write a CIFAR python-version archive layout (random images) under ``root``."""
+    rng = np.random.RandomState(seed)
+    c = 10 if name == "cifar10" else 100
+    folder = "cifar-10-batches-py" if c == 10 else "cifar-100-python"
+    key = "labels" if c == 10 else "fine_labels"
+    out = os.path.join(root, folder)
+    os.makedirs(out, exist_ok=True)
+
+    def batch(per_class):
+        labels = np.repeat(np.arange(c), per_class)
+        rng.shuffle(labels)
+        data = rng.randint(0, 256, size=(len(labels), 3072), dtype=np.uint8) \
+            if len(labels) * 3072 < 5e7 else np.zeros((len(labels), 3072), np.uint8)
+        return data, labels.tolist()
+
+    def dump(fname, data, labels):
+        with open(os.path.join(out, fname), "wb") as f:
+            pickle.dump({b"batch_label": b"x", b"data": data, key.encode(): labels,
+                         b"filenames": [b"f"] * len(labels)}, f, protocol=2)
+
+    data, labels = batch(train_per_class)
+    if c == 10:
+        for i, part in enumerate(np.array_split(np.arange(len(labels)), 5)):
+            dump(f"data_batch_{i + 1}", data[part], [labels[j] for j in part])
+        dump("test_batch", *batch(test_per_class))
+        with open(os.path.join(out, "batches.meta"), "wb") as f:
+            pickle.dump({"label_names": [str(i) for i in range(c)]}, f)
+    else:
+        dump("train", data, labels)
+        dump("test", *batch(test_per_class))
+        with open(os.path.join(out, "meta"), "wb") as f:
+            pickle.dump({"fine_label_names": [str(i) for i in range(c)]}, f)
+    if tar:
+        archive = os.path.join(root, "cifar-10-python.tar.gz" if c == 10
+                               else "cifar-100-python.tar.gz")
+        with tarfile.open(archive, "w:gz") as t:
+            t.add(out, arcname=folder)
+        import shutil
+        shutil.rmtree(out)
+    return root
+
+
+@pytest.fixture(scope="session")
+def full_cifar(tmp_path_factory):
+    """Full-size CIFAR-10 and CIFAR-100 training sets (zero images), 1 test image a class."""
+    root = tmp_path_factory.mktemp("cifar_full")
+    write_cifar(str(root / "c10"), "cifar10", 5000, 1)
+    write_cifar(str(root / "c100"), "cifar100", 500, 1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_cifar10(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar_small")
+    return write_cifar(str(root), "cifar10", 60, 10)
+
+
+def run_cli(script: str, *args: str, cwd: str = ROOT, env=None, timeout: int = 300):
+    """Run one of the command-line scripts in a fresh interpreter."""
+    e = dict(os.environ)
+    e.update(env or {})
+    e.setdefault("PYTHONPATH", ROOT)
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd,
+                          env=e, capture_output=True, text=True, timeout=timeout)
+
+
+def read_metrics(run_dir: str) -> List[dict]:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def only_run_dir(output_dir: str) -> str:
+    runs = [d for d in os.listdir(output_dir) if os.path.isdir(os.path.join(output_dir, d))]
+    assert len(runs) == 1, runs
+    return os.path.join(output_dir, runs[0])
+
+
+DIGITS_CE = os.path.join(ROOT, "config", "digits", "digits_imb005_ce.yaml")
+DIGITS_ARB = os.path.join(ROOT, "config", "digits", "digits_imb005_arbloss.yaml")

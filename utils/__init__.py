@@ -1,0 +1,1 @@
+"""Shared helpers: config loading, logging, metrics, checkpoints, distributed plumbing."""

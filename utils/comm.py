@@ -1,0 +1,141 @@
+"""Process-group plumbing: rank queries, the one place that picks the device, rank-0 helpers.
+
+Works without torch.distributed being initialised (single process): every helper then
+behaves as rank 0 of a world of size 1.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+import torch.distributed as dist
+
+from utils.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def synchronize() -> None:
+    """Barrier across ranks (no-op in a single process)."""
+    if is_dist() and get_world_size() > 1:
+        dist.barrier()
+
+
+def on_main(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a side effect (file write, print) on rank 0 only; other ranks get None."""
+    return fn(*args, **kwargs) if is_main_process() else None
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s value of a picklable object on every rank."""
+    if not is_dist() or get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """In-place sum over ranks (returns ``t``)."""
+    if is_dist() and get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor along dim 0 over ranks in rank order; sizes may differ per rank."""
+    if not is_dist() or get_world_size() == 1:
+        return t
+    n = torch.tensor([t.shape[0]], device=t.device)
+    sizes = [torch.zeros_like(n) for _ in range(get_world_size())]
+    dist.all_gather(sizes, n)
+    m = int(max(s.item() for s in sizes))
+    pad = torch.zeros((m - t.shape[0],) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
+    buf = [torch.empty((m,) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
+           for _ in sizes]
+    dist.all_gather(buf, torch.cat([t, pad]))
+    return torch.cat([b[: int(s.item())] for b, s in zip(buf, sizes)])
+
+
+@dataclass
+class DistInfo:
+    """Where this process runs: rank, world size, local rank and its device."""
+
+    distributed: bool
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: Optional[str] = None
+
+
+def _choose_device(cfg: Any, local_rank: int) -> torch.device:
+    want = cfg.device
+    if want == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("key 'device' is 'cuda' but no CUDA device is available; "
+                          "accepted here: auto, cpu")
+    if want == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    index = local_rank if local_rank >= 0 else (cfg.gpu if isinstance(cfg.gpu, int) else 0)
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def init_distributed(cfg: Any, local_rank_arg: Optional[int] = None,
+                     timeout_min: float = 30.0) -> DistInfo:
+    """Initialise torch.distributed from a launcher's environment (torchrun,
+    ``python -m torch.distributed.launch``) or from the yaml keys ``world_size``, ``rank``,
+    ``dist_url``; otherwise a single process. Picks the device once."""
+    env_world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", local_rank_arg if local_rank_arg is not None
+                                    else -1))
+    if env_world > 1:
+        world, rank = env_world, int(os.environ["RANK"])
+        init_method = "env://"
+        if cfg.world_size not in (-1, env_world):
+            log.warning("config world_size=%d differs from the launcher's %d processes; "
+                        "using the launcher's", cfg.world_size, env_world)
+    elif cfg.world_size > 1 and cfg.dist_url != "env://":
+        world, rank, init_method = cfg.world_size, cfg.rank, cfg.dist_url
+        if not 0 <= rank < world:
+            raise ConfigError(f"key 'rank' is {rank}; accepted: 0 .. world_size-1 "
+                              f"({world - 1}) for a manual distributed set-up")
+        if local_rank < 0:
+            local_rank = rank % max(torch.cuda.device_count(), 1)
+    else:
+        device = _choose_device(cfg, -1)
+        return DistInfo(False, 0, 1, 0, device)
+
+    device = _choose_device(cfg, local_rank)
+    backend = cfg.dist_backend if device.type == "cuda" else "gloo"
+    if device.type != "cuda" and cfg.dist_backend != "gloo":
+        log.warning("no CUDA device: using the gloo backend instead of %s", cfg.dist_backend)
+    dist.init_process_group(backend=backend, init_method=init_method, world_size=world,
+                            rank=rank, timeout=datetime.timedelta(minutes=timeout_min))
+    return DistInfo(True, rank, world, max(local_rank, 0), device, backend)
+
+
+def cleanup_distributed() -> None:
+    """Destroy the process group, if any."""
+    if is_dist():
+        dist.destroy_process_group()

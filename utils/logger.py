@@ -1,0 +1,33 @@
+"""Logging set-up: rank 0 logs INFO to stdout and the run's text log; other ranks only warnings."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Optional
+
+_FMT = "%(asctime)s %(levelname)s %(message)s"
+
+
+def setup_logging(rank: int = 0, log_file: Optional[str] = None) -> logging.Logger:
+    """Configure the root logger once per process; returns it."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    fmt = logging.Formatter(_FMT, datefmt="%Y-%m-%d %H:%M:%S")
+    stream = logging.StreamHandler(sys.stdout)
+    stream.setFormatter(fmt)
+    root.addHandler(stream)
+    if log_file and rank == 0:
+        fh = logging.FileHandler(log_file)
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+    return root
+
+
+def add_log_file(log_file: str) -> None:
+    """Also write the root logger's records to ``log_file`` (rank 0 calls this)."""
+    fh = logging.FileHandler(log_file)
+    fh.setFormatter(logging.Formatter(_FMT, datefmt="%Y-%m-%d %H:%M:%S"))
+    logging.getLogger().addHandler(fh)
