@@ -67,7 +67,7 @@ _C.plot_freq = 0  # log reliability / per-class figures to TensorBoard every N e
 _C.amp = 'none'  # mixed precision on CUDA: none | bf16 | fp16
 _C.channels_last = False  # channels_last memory format on CUDA
 _C.compile = False  # torch.compile the network
-_C.gpu_pipeline = False  # CIFAR: keep the training set on the device and augment there
+_C.device_pipeline = False  # in-memory data (CIFAR, digits): keep the training set on the run's device and augment whole batches there
 _C.sync_bn = False  # SyncBatchNorm under DDP
 _C.arb_global_batch_counts = False  # DDP: ARB batch counts of the whole global batch (all-reduced)
 _C.train_list = ''  # image-list data: training list file under data_path ('' = data set default)

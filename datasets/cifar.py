@@ -155,4 +155,4 @@ def build_cifar(cfg, name: str) -> DataBundle:
         test=ArrayImageDataset(x_te, y_te, transforms(False)),
         cls_num_list=cls_num_list, name=name, in_channels=3,
         train_eval=ArrayImageDataset(x_tr, y_tr, transforms(False)),
-        extra={"mean": CIFAR_MEAN, "std": CIFAR_STD})
+        extra={"mean": CIFAR_MEAN, "std": CIFAR_STD, "augment": {"pad": 4, "flip": True}})

@@ -63,4 +63,4 @@ def build_digits(cfg) -> DataBundle:
         test=ArrayImageDataset(images[test_idx], labels[test_idx], _transform(False)),
         cls_num_list=list(counts), name="digits", in_channels=1,
         train_eval=ArrayImageDataset(images[train_idx], labels[train_idx], _transform(False)),
-        extra={"mean": DIGITS_MEAN, "std": DIGITS_STD})
+        extra={"mean": DIGITS_MEAN, "std": DIGITS_STD, "augment": {"pad": 1, "flip": False}})

@@ -50,6 +50,7 @@ class LTNet(nn.Module):
         return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone (and block) output: the classifier's input."""
         if self.frozen_backbone:
             with torch.no_grad():
                 feat = self.model(x)
@@ -57,8 +58,12 @@ class LTNet(nn.Module):
             feat = self.model(x)
         return self.block(feat) if self.block is not None else feat
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """Logits; with ``return_features`` also the classifier's ``fc`` input (B x d), which
+        the gradient monitor and neural-collapse metrics use."""
+        h = self.classifier.embed(self.features(x))
+        logits = self.classifier.fc(h)
+        return (logits, h) if return_features else logits
 
 
 def build_network(cfg, num_classes: int, in_channels: int = 3) -> LTNet:

@@ -76,15 +76,22 @@ class ResNetCIFAR(nn.Module):
 
 
 class Classifier(nn.Module):
-    """Linear classifier with the released key name ``fc``."""
+    """Linear classifier with the released key name ``fc``.
+
+    Every classifier here is ``fc(embed(x))``: ``embed`` turns the backbone output into the
+    vector the linear layer sees (identity here, pooling for the Places recipe).
+    """
 
     def __init__(self, feat_in: int, num_classes: int):
         super().__init__()
         self.fc = nn.Linear(feat_in, num_classes)
         self.apply(_init_weights)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x)
+        return self.fc(self.embed(x))
 
 
 def _depth(n: int):

@@ -30,13 +30,26 @@ class CheckpointError(UserError):
 EXIT_USER_ERROR = 2
 
 
+def one_line(msg: str) -> str:
+    """The user-facing line of an error message.
+
+    An error raised in a DataLoader worker arrives re-raised with the worker's traceback in
+    its message; its last line is ``module.ErrorClass: <message>``: keep only the message.
+    """
+    if "Traceback" in msg:
+        last = [line for line in msg.splitlines() if line.strip()][-1]
+        head, sep, tail = last.partition(": ")
+        msg = tail if sep and "Error" in head else last
+    return " ".join(msg.split("\n")).strip()
+
+
 @contextmanager
 def exit_on_user_error(prog: str) -> Iterator[None]:
     """Turn a :class:`UserError` into ``prog: error: <message>`` on stderr and exit 2."""
     try:
         yield
     except UserError as e:
-        msg = " ".join(str(e).split("\n"))
+        msg = one_line(str(e))
         sys.stderr.write(f"{prog}: error: {msg}\n")
         sys.stderr.flush()
         sys.exit(EXIT_USER_ERROR)

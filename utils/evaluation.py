@@ -19,40 +19,44 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def predict(net: nn.Module, loader: DataLoader, device: torch.device,
             autocast: Optional[Callable[[], contextlib.AbstractContextManager]] = None,
-            features: bool = False, progress_every: int = 0,
-            desc: str = "eval") -> Tuple[torch.Tensor, torch.Tensor]:
-    """Logits (or features) and targets of every sample of ``loader``'s data set.
+            with_features: bool = False, progress_every: int = 0, desc: str = "eval"
+            ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Logits, targets and (``with_features``) the classifier's ``fc`` inputs of every sample
+    of ``loader``'s data set, on the CPU.
 
     Under DDP each rank runs its share (no padding) and the results are gathered, so every
     sample counts exactly once; all ranks return the full tensors.
     """
     was_training = net.training
     net.eval()
-    outs, targets = [], []
+    fc = net.classifier.fc
+    logits = [torch.zeros(0, fc.out_features, device=device)]
+    feats = [torch.zeros(0, fc.in_features, device=device)]
+    targets = [torch.zeros(0, dtype=torch.long, device=device)]
     n = len(loader)
     t0 = time.time()
     ctx = autocast or contextlib.nullcontext
     for i, (x, y) in enumerate(loader):
         x = x.to(device, non_blocking=True)
         with ctx():
-            out = net.features(x) if features else net(x)
-        outs.append(out.float())
+            out, h = net(x, return_features=True)
+        logits.append(out.float())
+        if with_features:
+            feats.append(h.float())
         targets.append(y.to(device, non_blocking=True))
         if progress_every and (i + 1) % progress_every == 0:
             eta = (time.time() - t0) / (i + 1) * (n - i - 1)
             log.info("%s [%d/%d] eta %s", desc, i + 1, n, format_seconds(eta))
     net.train(was_training)
-    dim = getattr(net.classifier, "fc", None)
-    empty_dim = dim.out_features if (dim is not None and not features) else 0
-    logits = torch.cat(outs) if outs else torch.zeros(0, empty_dim, device=device)
-    target = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long, device=device)
-    return comm.all_gather_cat(logits).cpu(), comm.all_gather_cat(target).cpu()
+    gathered = [comm.all_gather_cat(torch.cat(t)).cpu() for t in (logits, targets)]
+    h_all = comm.all_gather_cat(torch.cat(feats)).cpu() if with_features else None
+    return gathered[0], gathered[1], h_all
 
 
 def evaluate(net: nn.Module, loader: DataLoader, device: torch.device, ranges: ClassRanges,
              autocast=None, progress_every: int = 0) -> dict:
     """Top-1/5, per-class, many / medium / few accuracy, ECE and MCE (all in percent)."""
-    logits, target = predict(net, loader, device, autocast, progress_every=progress_every)
+    logits, target, _ = predict(net, loader, device, autocast, progress_every=progress_every)
     return classification_report(logits, target, ranges)
 
 
