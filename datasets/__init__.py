@@ -22,11 +22,22 @@ def _digits(cfg) -> DataBundle:
     return build_digits(cfg)
 
 
+def _image_list(name: str) -> Callable:
+    def build(cfg) -> DataBundle:
+        from datasets.imagelist import build_imagelist
+        return build_imagelist(cfg, name)
+    return build
+
+
 # name -> builder(cfg) -> DataBundle
 DATASETS: Dict[str, Callable[..., DataBundle]] = {
     "cifar10": _cifar("cifar10"),
     "cifar100": _cifar("cifar100"),
     "digits": _digits,
+    # '<relative image path> <label>' list files under data_path (datasets/imagelist.py)
+    "imagenet": _image_list("imagenet"),
+    "ina2018": _image_list("ina2018"),
+    "places": _image_list("places"),
 }
 
 

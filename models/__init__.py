@@ -6,7 +6,7 @@ from typing import Callable, Dict, Optional
 import torch
 import torch.nn as nn
 
-from models import resnet_cifar
+from models import resnet, resnet_cifar
 from models.resnet_cifar import Classifier
 from utils.errors import ConfigError
 
@@ -16,6 +16,9 @@ BACKBONES: Dict[str, Callable[[int], nn.Module]] = {
     for name in ("resnet8_fe", "resnet20_fe", "resnet32_fe", "resnet44_fe", "resnet56_fe",
                  "resnet110_fe")
 }
+# ImageNet ResNets (torchvision architecture and key names) for ImageNet-LT / iNat / Places-LT
+BACKBONES.update({name: getattr(resnet, name)
+                  for name in ("resnet10_fe", "resnet50_fe", "resnet101_fe", "resnet152_fe")})
 
 
 class LTNet(nn.Module):
@@ -66,11 +69,21 @@ class LTNet(nn.Module):
         return (logits, h) if return_features else logits
 
 
-def build_network(cfg, num_classes: int, in_channels: int = 3) -> LTNet:
-    """The network named by ``cfg.backbone`` with a ``num_classes``-way classifier."""
+def build_network(cfg, num_classes: int, in_channels: int = 3,
+                  pretrained: Optional[bool] = None) -> LTNet:
+    """The network named by ``cfg.backbone`` with a ``num_classes``-way classifier.
+
+    For ``dataset: places`` this is the Places-LT recipe (frozen ImageNet-pretrained
+    backbone + trainable block + pooling classifier, see :mod:`models.resnet_places`);
+    ``pretrained`` only matters there (None: load weights unless ``cfg.resume`` names a
+    checkpoint).
+    """
     if cfg.backbone not in BACKBONES:
         raise ConfigError(f"key 'backbone' is {cfg.backbone!r}; accepted: "
                           f"{', '.join(sorted(BACKBONES))}")
+    if cfg.dataset == "places":
+        from models.resnet_places import build_places_network
+        return build_places_network(cfg, num_classes, in_channels, pretrained)
     backbone = BACKBONES[cfg.backbone](in_channels)
     return LTNet(backbone, Classifier(backbone.out_dim, num_classes))
 

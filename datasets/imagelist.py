@@ -1,0 +1,309 @@
+"""Image-list data sets: ImageNet-LT, iNaturalist 2018 and Places-LT with one class.
+
+Each split is a text file under ``data_path`` with one ``<relative image path> <label>`` per
+line (the path may contain spaces: the label is the last field). Class ids are remapped so that
+0 is the most frequent training class (descending count, ties by original id) and the test list
+uses the same map. Parsing, counting and remapping are vectorised with numpy (no Python object
+per line, no per-class scan; see bench/bench_imagelist_index.py for the 437,513-line
+iNaturalist size). Building a bundle reads only the list files; images are opened in
+``__getitem__``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable, Dict, NoReturn, Optional, Sequence, Tuple
+
+import numpy as np
+import torchvision.transforms as T
+from PIL import Image
+from torch.utils.data import Dataset
+
+from datasets.common import DataBundle, apply_seeded
+from utils.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# dataset key -> (display name, default training list, default test list)
+LIST_SPECS: Dict[str, Tuple[str, str, str]] = {
+    "imagenet": ("ImageNet-LT", "ImageNet_LT_train.txt", "ImageNet_LT_test.txt"),
+    "ina2018": ("iNaturalist 2018", "iNaturalist18_train.txt", "iNaturalist18_val.txt"),
+    "places": ("Places-LT", "Places_LT_train.txt", "Places_LT_test.txt"),
+}
+
+
+class PathTable:
+    """Relative image paths stored as slices of one byte buffer.
+
+    No Python object per path: building it for 437k lines costs a few numpy passes, and
+    forked DataLoader workers share the buffer copy-on-write instead of touching (and so
+    copying) the pages of a list of strings.
+    """
+
+    def __init__(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+        self.buf, self.starts, self.ends = buf, starts, ends
+
+    @classmethod
+    def from_strings(cls, paths: Sequence[str]) -> "PathTable":
+        """A table of the given paths (small lists, tests)."""
+        encoded = [os.fsencode(p) for p in paths]
+        ends = np.cumsum([len(b) for b in encoded], dtype=np.int64)
+        starts = ends - np.array([len(b) for b in encoded], dtype=np.int64)
+        return cls(np.frombuffer(b"".join(encoded), dtype=np.uint8), starts, ends)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> str:
+        return os.fsdecode(self.buf[self.starts[i]:self.ends[i]].tobytes())
+
+
+@dataclass
+class ImageList:
+    """One parsed list file: relative image paths and labels (ids as written in the file),
+    with the 1-based line number of each entry for error messages."""
+
+    path: str
+    images: PathTable
+    labels: np.ndarray  # int64
+    lines: np.ndarray  # int64
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text.strip() else ""
+
+
+def _show(b: bytes) -> str:
+    return b.decode("utf-8", errors="replace")[:120]
+
+
+_WS = np.zeros(256, dtype=bool)
+_WS[[9, 10, 11, 12, 13, 32]] = True  # the bytes bytes.split() treats as whitespace
+_LABEL = re.compile(rb"[-+]?[0-9]+")
+
+
+def _parse_vectorised(buf: np.ndarray):
+    """Split every line of ``buf`` (ending with a newline) into path and label with numpy.
+
+    Works on the positions of whitespace bytes only (about three per line): a line's label is
+    the token before its trailing whitespace run, its path runs from the first non-blank byte
+    to the whitespace before the label (so a path may contain spaces). Returns
+    ``(path_start, path_end, labels, line_numbers)`` of the non-blank lines, or None when some
+    non-blank line is not ``<path> <integer>`` -- the per-line parser then names it.
+    """
+    ws = np.flatnonzero(_WS[buf])
+    is_nl = buf[ws] == 10
+    n = ws.size
+    idx = np.arange(n)
+    # runs of adjacent whitespace bytes, cut after each newline so no run spans two lines
+    first = np.ones(n, dtype=bool)
+    first[1:] = (ws[1:] != ws[:-1] + 1) | is_nl[:-1]
+    last = np.ones(n, dtype=bool)
+    last[:-1] = first[1:]
+    run_first = np.maximum.accumulate(np.where(first, idx, 0))
+    run_last = np.minimum.accumulate(np.where(last, idx, n)[::-1])[::-1]
+
+    nl = np.flatnonzero(is_nl)  # whitespace index of each line's newline
+    line_start = np.zeros(nl.size, dtype=np.int64)
+    line_start[1:] = ws[nl[:-1]] + 1
+    first_ws = np.zeros(nl.size, dtype=np.int64)  # the line's first whitespace byte
+    first_ws[1:] = nl[:-1] + 1
+    trail = run_first[nl]
+    label_end = ws[trail]
+    content = label_end > line_start  # not a blank line
+    sep = np.maximum(trail - 1, 0)  # last whitespace before the trailing run
+    has_sep = (trail > 0) & (ws[sep] >= line_start)
+    label_start = ws[sep] + 1
+    path_end = ws[run_first[sep]]
+    path_start = np.where(ws[first_ws] == line_start, ws[run_last[first_ws]] + 1, line_start)
+    if not np.all(has_sep[content] & (path_end > path_start)[content]):
+        return None
+    keep = np.flatnonzero(content)
+    ps, pe, ls, le = path_start[keep], path_end[keep], label_start[keep], label_end[keep]
+
+    # integer labels, one numpy pass per digit position
+    head = buf[ls]
+    neg = head == ord("-")
+    digits_from = ls + (neg | (head == ord("+")))
+    n_digits = le - digits_from
+    if keep.size == 0 or n_digits.min() < 1 or n_digits.max() > 18:  # 18 digits fit int64
+        return None
+    labels = np.zeros(keep.size, dtype=np.int64)
+    for d in range(int(n_digits.max())):
+        on = d < n_digits
+        digit = buf[np.where(on, digits_from + d, digits_from)].astype(np.int64) - ord("0")
+        if np.any(((digit < 0) | (digit > 9)) & on):
+            return None
+        labels = np.where(on, labels * 10 + digit, labels)
+    return ps, pe, np.where(neg, -labels, labels), keep.astype(np.int64) + 1
+
+
+def _raise_first_bad_line(raw: bytes, path: str) -> NoReturn:
+    """Per-line check, run only after the vectorised parser refused the file."""
+    for i, line in enumerate(raw.split(b"\n")):
+        parts = line.rsplit(None, 1)
+        where = f"{path}, line {i + 1}"
+        if len(parts) == 1:
+            raise DataError(f"{where}: malformed line {_show(parts[0])!r}; expected "
+                            "'<relative image path> <label>'")
+        if len(parts) == 2 and not _LABEL.fullmatch(parts[1]):
+            raise DataError(f"{where}: label {_show(parts[1])!r} is not an integer; expected "
+                            "'<relative image path> <label>'")
+        if len(parts) == 2 and len(parts[1].lstrip(b"+-")) > 18:
+            raise DataError(f"{where}: label {_show(parts[1])} is far outside the class range")
+    raise DataError(f"{path}: no '<relative image path> <label>' lines found")
+
+
+def read_image_list(path: str, what: str = "list file") -> ImageList:
+    """Parse the ``<relative path> <label>`` lines of ``path``; blank lines are skipped.
+
+    Vectorised (see :func:`_parse_vectorised`); a DataError names the file and the first
+    malformed line.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"{what} not found: {path}; expected a text file of "
+                        "'<relative image path> <label>' lines (set data_path to the data set "
+                        "folder, or train_list / test_list)")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read {what} ({e})") from None
+    buf = np.frombuffer(raw if raw.endswith(b"\n") else raw + b"\n", dtype=np.uint8)
+    parsed = _parse_vectorised(buf)
+    if parsed is None:
+        _raise_first_bad_line(raw, path)
+    ps, pe, labels, lines = parsed
+    return ImageList(path=path, images=PathTable(buf, ps, pe), labels=labels, lines=lines)
+
+
+def check_labels(lst: ImageList, num_classes: int) -> None:
+    """Every label lies in [0, num_classes); else a DataError naming the first bad line."""
+    bad = np.flatnonzero((lst.labels < 0) | (lst.labels >= num_classes))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(f"{lst.path}, line {int(lst.lines[i])}: label {int(lst.labels[i])} "
+                        f"outside [0, {num_classes}) (num_classes is {num_classes})")
+
+
+def frequency_class_map(labels: np.ndarray, num_classes: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(new_id_of_old, counts_in_new_order)``: new id 0 is the most frequent class;
+    ties keep the original id order (a stable sort of the negated counts)."""
+    counts = np.bincount(labels, minlength=num_classes)
+    order = np.argsort(-counts, kind="stable")  # order[new] = old
+    new_id_of_old = np.empty(num_classes, dtype=np.int64)
+    new_id_of_old[order] = np.arange(num_classes)
+    return new_id_of_old, counts[order]
+
+
+class ImageListDataset(Dataset):
+    """Images named by relative paths under ``root``, with integer targets.
+
+    Items are indexed by an int or by an ``(index, seed)`` pair from
+    :class:`datasets.common.EpochSampler`; with a seed, the random transform is drawn from it
+    (as :class:`datasets.common.ArrayImageDataset` does).
+    """
+
+    def __init__(self, root: str, images: Sequence[str], targets: np.ndarray,
+                 transform: Optional[Callable] = None, list_file: str = ""):
+        self.root = root
+        self.images = images
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.transform = transform
+        self.list_file = list_file
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def path(self, index: int) -> str:
+        """Full path of image ``index``."""
+        return os.path.join(self.root, self.images[index])
+
+    def load(self, index: int) -> Image.Image:
+        """Image ``index`` as RGB; a missing or unreadable file is a DataError naming it."""
+        path = self.path(index)
+        src = f" (listed in {self.list_file})" if self.list_file else ""
+        try:
+            with open(path, "rb") as f:
+                img = Image.open(f)
+                return img.convert("RGB")
+        except FileNotFoundError:
+            raise DataError(f"image file not found: {path}{src}") from None
+        except OSError as e:  # PIL's UnidentifiedImageError, truncated files, permissions
+            raise DataError(f"cannot read image {path}{src}: {_first_line(str(e))}") from None
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        img = self.load(index)
+        if self.transform is not None:
+            img = apply_seeded(self.transform, img, seed)
+        return img, int(self.targets[index])
+
+
+def transforms(train: bool, image_size: int = 224, resize_size: int = 256):
+    """Reference transforms: train RandomResizedCrop + flip + ColorJitter(0.4, 0.4, 0.4, 0);
+    test Resize + CenterCrop; ImageNet mean / std."""
+    norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if train:
+        return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(),
+                          T.ColorJitter(0.4, 0.4, 0.4, 0)] + norm)
+    return T.Compose([T.Resize(resize_size), T.CenterCrop(image_size)] + norm)
+
+
+def _sizes(cfg) -> Tuple[int, int]:
+    # getattr: configs made before the image_size / resize_size keys existed still work
+    image_size = int(cfg.get("image_size", 224))
+    resize_size = int(cfg.get("resize_size", 256))
+    for key, v in (("image_size", image_size), ("resize_size", resize_size)):
+        if v < 1:
+            raise ConfigError(f"key '{key}' is {v}; accepted: an integer >= 1")
+    return image_size, resize_size
+
+
+def build_imagelist(cfg, dataset: str) -> DataBundle:
+    """ImageNet-LT / iNaturalist 2018 / Places-LT from the list files under ``cfg.data_path``."""
+    title, default_train, default_test = LIST_SPECS[dataset]
+    root = cfg.data_path
+    train_file = os.path.join(root, cfg.get("train_list", "") or default_train)
+    test_file = os.path.join(root, cfg.get("test_list", "") or default_test)
+    num_classes = cfg.num_classes
+    image_size, resize_size = _sizes(cfg)
+
+    train = read_image_list(train_file, f"{title} training list")
+    check_labels(train, num_classes)
+    new_id_of_old, counts = frequency_class_map(train.labels, num_classes)
+    if counts[-1] == 0:
+        # Labels are in range, so fewer distinct classes than num_classes is the only case.
+        missing = np.flatnonzero(np.bincount(train.labels, minlength=num_classes) == 0)
+        shown = ", ".join(map(str, missing[:10].tolist())) + (" ..." if missing.size > 10 else "")
+        raise DataError(f"{train_file}: {num_classes - missing.size} distinct classes but "
+                        f"num_classes is {num_classes} (class ids without training images: "
+                        f"{shown})")
+    test = read_image_list(test_file, f"{title} test list")
+    check_labels(test, num_classes)
+    # One stat (no image is opened) catches a data_path that holds the lists but not the images.
+    first = os.path.join(root, train.images[0])
+    if not os.path.isfile(first):
+        raise DataError(f"{train_file}, line {int(train.lines[0])}: image file not found: "
+                        f"{first} (image paths in the lists are relative to data_path)")
+    y_train = new_id_of_old[train.labels]
+    y_test = new_id_of_old[test.labels]
+    log.info("%s: %d training images, %d test images, %d classes (%d..%d per class)", title,
+             len(y_train), len(y_test), num_classes, counts[0], counts[-1])
+
+    def make(lst: ImageList, y: np.ndarray, train_tf: bool) -> ImageListDataset:
+        return ImageListDataset(root, lst.images, y, transforms(train_tf, image_size,
+                                                                resize_size), lst.path)
+
+    return DataBundle(
+        train=make(train, y_train, True), test=make(test, y_test, False),
+        cls_num_list=counts.tolist(), name=title, in_channels=3,
+        train_eval=make(train, y_train, False),
+        extra={"mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+               # original label of each remapped class: class_ids[new] = id in the list files
+               "class_ids": np.argsort(new_id_of_old).tolist()})

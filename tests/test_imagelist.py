@@ -1,0 +1,355 @@
+"""Image-list data sets (ImageNet-LT, iNaturalist 2018, Places-LT) on generated JPEG trees."""
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import eval as eval_script
+import train_stage1
+from config import get_cfg_defaults
+from datasets import DATASETS, build_data
+from datasets.common import apply_seeded
+from datasets.imagelist import (IMAGENET_MEAN, IMAGENET_STD, LIST_SPECS, _parse_vectorised,
+                                build_imagelist, frequency_class_map, read_image_list)
+from tests.conftest import ROOT, only_run_dir, read_metrics
+from utils.errors import DataError
+
+# Original ids 0..4 with counts chosen so that frequency order != id order, and a tie (2, 3).
+TRAIN_COUNTS = {0: 2, 1: 6, 2: 4, 3: 4, 4: 1}
+EXPECTED_ORDER = [1, 2, 3, 0, 4]  # original id of remapped class 0, 1, ...
+TEST_PER_CLASS = 2
+SMALL = ["image_size", "32", "resize_size", "36"]
+RANGES = ["head_class_idx", "[0, 1]", "med_class_idx", "[1, 3]", "tail_class_idx", "[3, 5]"]
+SEED_CONFIGS = {
+    "imagenet": "config/imagenet/imagenet_resnet50_arbloss_ugcc_mixup.yaml",
+    "ina2018": "config/ina2018/ina2018_resnet50_arbloss_ugcc_mixup.yaml",
+    "places": "config/places/places_resnet50_arbloss_ugcc_mixup.yaml",
+}
+
+
+def write_image_tree(root: str, dataset: str = "imagenet", train_counts=None,
+                     test_per_class: int = TEST_PER_CLASS, size: int = 16, seed: int = 0) -> str:
+    """Tiny JPEGs under ``root/{train,test}/<label>/`` and the data set's two list files
+    (shuffled lines, so label order in the file differs from frequency order)."""
+    rng = random.Random(seed)
+    counts = TRAIN_COUNTS if train_counts is None else train_counts
+    _, train_list, test_list = LIST_SPECS[dataset]
+    for split, per_class, list_name in (("train", counts, train_list),
+                                        ("test", {c: test_per_class for c in counts},
+                                         test_list)):
+        lines = []
+        for label, n in per_class.items():
+            folder = os.path.join(root, split, str(label))
+            os.makedirs(folder, exist_ok=True)
+            for i in range(n):
+                rel = f"{split}/{label}/{i}.jpg"
+                colour = (40 * label % 256, rng.randrange(256), 255 - 30 * label % 256)
+                Image.new("RGB", (size + i, size), colour).save(os.path.join(root, rel))
+                lines.append(f"{rel} {label}\n")
+        rng.shuffle(lines)
+        with open(os.path.join(root, list_name), "w") as f:
+            f.writelines(lines)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory):
+    """One generated tree per data set kind."""
+    return {name: write_image_tree(str(tmp_path_factory.mktemp(name)), name)
+            for name in LIST_SPECS}
+
+
+def make_cfg(dataset: str, data_path: str, **kw):
+    cfg = get_cfg_defaults()
+    cfg.dataset, cfg.data_path, cfg.num_classes = dataset, data_path, 5
+    cfg.image_size, cfg.resize_size = 32, 36
+    for k, v in kw.items():
+        cfg[k] = v
+    return cfg
+
+
+def labels_in(path):
+    with open(path) as f:
+        return [(ln.rsplit(None, 1)[0], int(ln.rsplit(None, 1)[1])) for ln in f if ln.strip()]
+
+
+# ------------------------------------------------------------------ class map and bundle
+def test_frequency_class_map_sorts_by_count_then_id():
+    labels = np.array([3, 1, 1, 0, 2, 3, 1, 2, 4, 4])  # counts 1, 3, 2, 2, 2
+    new_of_old, counts = frequency_class_map(labels, 5)
+    assert counts.tolist() == [3, 2, 2, 2, 1]
+    assert new_of_old.tolist() == [4, 0, 1, 2, 3]  # ties 2, 3, 4 keep id order
+
+
+@pytest.mark.parametrize("dataset", sorted(LIST_SPECS))
+def test_registry_bundle_remaps_train_and_test(trees, dataset):
+    assert dataset in DATASETS
+    root = trees[dataset]
+    data = build_data(make_cfg(dataset, root))
+    assert data.cls_num_list == [TRAIN_COUNTS[c] for c in EXPECTED_ORDER] == [6, 4, 4, 2, 1]
+    assert data.extra["class_ids"] == EXPECTED_ORDER
+    assert data.extra["mean"] == IMAGENET_MEAN and data.extra["std"] == IMAGENET_STD
+    assert data.in_channels == 3 and data.name == LIST_SPECS[dataset][0]
+    new_of_old = {old: new for new, old in enumerate(EXPECTED_ORDER)}
+    _, train_list, test_list = LIST_SPECS[dataset]
+    for ds, lst in ((data.train, train_list), (data.test, test_list),
+                    (data.train_eval, train_list)):
+        rows = labels_in(os.path.join(root, lst))
+        assert [ds.images[i] for i in range(len(ds))] == [p for p, _ in rows]
+        assert ds.targets.tolist() == [new_of_old[y] for _, y in rows]
+    assert np.bincount(data.train.targets).tolist() == data.cls_num_list
+    assert len(data.test) == 5 * TEST_PER_CLASS
+
+
+def test_items_by_index_and_seed(trees):
+    data = build_data(make_cfg("imagenet", trees["imagenet"]))
+    x, y = data.train[0]
+    assert x.shape == (3, 32, 32) and isinstance(y, int) and y == int(data.train.targets[0])
+    a, _ = data.train[(3, 1234)]
+    b, _ = data.train[(3, 1234)]
+    c, _ = data.train[(3, 99)]
+    torch.testing.assert_close(a, b)
+    assert not torch.equal(a, c)
+    # same (seed -> transform) keying as ArrayImageDataset: apply_seeded on the loaded image
+    torch.testing.assert_close(a, apply_seeded(data.train.transform, data.train.load(3), 1234))
+    t1, _ = data.test[(0, 1)]
+    t2, _ = data.test[(0, 2)]
+    torch.testing.assert_close(t1, t2)  # test transform is deterministic
+    assert t1.shape == (3, 32, 32)
+    e, _ = data.train_eval[0]
+    torch.testing.assert_close(e, data.train_eval.transform(data.train.load(0)))
+
+
+def test_default_transforms_are_the_reference_ones(trees):
+    import torchvision.transforms as T
+    from datasets.imagelist import transforms
+    train, test = transforms(True), transforms(False)
+    kinds = [type(t) for t in train.transforms]
+    assert kinds[:3] == [T.RandomResizedCrop, T.RandomHorizontalFlip, T.ColorJitter]
+    assert train.transforms[0].size == (224, 224)
+    jitter = train.transforms[2]
+    assert jitter.brightness == (0.6, 1.4) and jitter.saturation == (0.6, 1.4) \
+        and jitter.hue is None
+    assert [type(t) for t in test.transforms[:2]] == [T.Resize, T.CenterCrop]
+    assert test.transforms[0].size == 256 and test.transforms[1].size == (224, 224)
+    assert tuple(test.transforms[-1].mean) == IMAGENET_MEAN
+
+
+def test_building_opens_no_image(trees, monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("an image was opened while building the bundle")
+    monkeypatch.setattr(Image, "open", refuse)
+    data = build_data(make_cfg("places", trees["places"]))
+    assert len(data.train) == sum(TRAIN_COUNTS.values())
+
+
+def test_list_keys_override_file_names(trees):
+    root = trees["ina2018"]
+    os.rename(os.path.join(root, "iNaturalist18_val.txt"), os.path.join(root, "my_val.txt"))
+    try:
+        data = build_data(make_cfg("ina2018", root, test_list="my_val.txt"))
+        assert len(data.test) == 10
+        with pytest.raises(DataError, match="iNaturalist18_val.txt"):
+            build_data(make_cfg("ina2018", root))
+    finally:
+        os.rename(os.path.join(root, "my_val.txt"), os.path.join(root, "iNaturalist18_val.txt"))
+
+
+# ------------------------------------------------------------------ parsing
+def test_parser_edge_cases(tmp_path):
+    text = ("a/with space.jpg 3\r\n"  # path with a space, CRLF
+            "\n"
+            "   \t \n"  # blank line with whitespace
+            "  lead/b.jpg\t\t1  \n"  # leading spaces, tabs, trailing spaces
+            "c.jpg +2\n"
+            "d.jpg 0")  # no final newline
+    p = tmp_path / "l.txt"
+    p.write_bytes(text.encode())
+    lst = read_image_list(str(p))
+    assert [lst.images[i] for i in range(4)] == ["a/with space.jpg", "lead/b.jpg", "c.jpg",
+                                                 "d.jpg"]
+    assert lst.labels.tolist() == [3, 1, 2, 0]
+    assert lst.lines.tolist() == [1, 4, 5, 6]
+
+
+def _per_line(raw: bytes):
+    """Straightforward per-line reference parser (None: some line is malformed)."""
+    out = []
+    for i, line in enumerate(raw.split(b"\n")):
+        parts = line.rsplit(None, 1)
+        if not parts:
+            continue
+        if len(parts) == 1 or not parts[1].lstrip(b"+-").isdigit() \
+                or parts[1][1:].startswith((b"+", b"-")):
+            return None
+        out.append((parts[0].lstrip(), int(parts[1]), i + 1))
+    return out or None
+
+
+def test_vectorised_parser_matches_per_line_parser():
+    rng = random.Random(1)
+    pieces = [b"a", b"b/", b" ", b"\t", b"7", b"\xc3\xa9", b"-"]
+    for _ in range(400):
+        lines = []
+        for _ in range(rng.randint(0, 5)):
+            r = rng.random()
+            if r < 0.1:
+                lines.append(rng.choice([b"", b"  ", b"\t\r"]))
+            elif r < 0.15:
+                lines.append(rng.choice([b"x", b"  x", b"12 ", b" -3"]))
+            else:
+                path = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 5)))
+                label = rng.choice([b"0", b"42", b"-1", b"+5", b"1x", b"1.0", b"--2"])
+                lines.append(rng.choice([b"", b" "]) + (path.strip() or b"p")
+                             + rng.choice([b" ", b"\t", b"  "]) + label
+                             + rng.choice([b"", b" ", b"\r"]))
+        raw = b"\n".join(lines) + rng.choice([b"", b"\n"])
+        buf = np.frombuffer(raw if raw.endswith(b"\n") else raw + b"\n", dtype=np.uint8)
+        got = _parse_vectorised(buf)
+        expected = _per_line(raw)
+        if expected is None:
+            assert got is None, raw
+            continue
+        ps, pe, labels, lines_no = got
+        assert [(bytes(buf[a:b]), int(y), int(n)) for a, b, y, n in
+                zip(ps, pe, labels, lines_no)] == expected, raw
+
+
+# ------------------------------------------------------------------ errors
+def _write_lists(root, train_lines, test_lines=("test/0/0.jpg 0",)):
+    os.makedirs(os.path.join(root, "train", "0"), exist_ok=True)
+    Image.new("RGB", (8, 8)).save(os.path.join(root, "train", "0", "0.jpg"))
+    with open(os.path.join(root, "ImageNet_LT_train.txt"), "w") as f:
+        f.write("\n".join(train_lines) + "\n")
+    with open(os.path.join(root, "ImageNet_LT_test.txt"), "w") as f:
+        f.write("\n".join(test_lines) + "\n")
+
+
+GOOD = ["train/0/0.jpg 0", "train/0/1.jpg 1", "train/0/2.jpg 1"]
+
+
+@pytest.mark.parametrize("lines, test_lines, pattern", [
+    (GOOD + ["train/0/3.jpg"], None,
+     r"ImageNet_LT_train.txt, line 4: malformed line 'train/0/3.jpg'"),
+    (GOOD[:1] + ["train/0/9.jpg one"] + GOOD[1:], None,
+     r"ImageNet_LT_train.txt, line 2: label 'one' is not an integer"),
+    (GOOD + ["train/0/4.jpg -1"], None,
+     r"ImageNet_LT_train.txt, line 4: label -1 outside \[0, 2\)"),
+    (GOOD + ["", "train/0/4.jpg 2"], None,
+     r"ImageNet_LT_train.txt, line 5: label 2 outside \[0, 2\) \(num_classes is 2\)"),
+    (GOOD, ["test/0/0.jpg 0", "test/0/1.jpg 7"],
+     r"ImageNet_LT_test.txt, line 2: label 7 outside \[0, 2\)"),
+    (["train/0/0.jpg 0", "train/0/1.jpg 0"], None,
+     r"ImageNet_LT_train.txt: 1 distinct classes but num_classes is 2 \(class ids without "
+     r"training images: 1\)"),
+    ([""], None, r"ImageNet_LT_train.txt: no '<relative image path> <label>' lines"),
+])
+def test_bad_lists_name_file_and_line(tmp_path, lines, test_lines, pattern):
+    root = str(tmp_path)
+    _write_lists(root, lines, test_lines or ["test/0/0.jpg 0"])
+    with pytest.raises(DataError, match=pattern):
+        build_imagelist(make_cfg("imagenet", root, num_classes=2), "imagenet")
+
+
+def test_missing_list_file_names_it_and_the_format(tmp_path):
+    with pytest.raises(DataError) as e:
+        build_imagelist(make_cfg("places", str(tmp_path)), "places")
+    msg = str(e.value)
+    assert os.path.join(str(tmp_path), "Places_LT_train.txt") in msg
+    assert "'<relative image path> <label>'" in msg and "data_path" in msg
+
+
+def test_missing_first_image_is_caught_at_build(tmp_path):
+    _write_lists(str(tmp_path), ["elsewhere/a.jpg 0", "train/0/0.jpg 1"])
+    with pytest.raises(DataError, match=r"line 1: image file not found: .*elsewhere/a.jpg"):
+        build_imagelist(make_cfg("imagenet", str(tmp_path), num_classes=2), "imagenet")
+
+
+def test_missing_image_in_getitem_names_path(trees, tmp_path):
+    data = build_data(make_cfg("imagenet", trees["imagenet"]))
+    data.train.images = type(data.train.images).from_strings(
+        [data.train.images[0], "train/1/gone.jpg"])
+    data.train.targets = data.train.targets[:2]
+    data.train[0]
+    with pytest.raises(DataError, match=r"image file not found: .*train/1/gone.jpg \(listed in "
+                                        r".*ImageNet_LT_train.txt\)"):
+        data.train[(1, 5)]
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    data.train.root = str(tmp_path)
+    data.train.images = type(data.train.images).from_strings(["bad.jpg"])
+    with pytest.raises(DataError, match=r"cannot read image .*bad.jpg"):
+        data.train[0]
+
+
+def test_cli_reports_missing_image_as_one_line(tmp_path, capsys):
+    root = write_image_tree(str(tmp_path / "data"), "imagenet", train_counts={0: 3, 1: 2},
+                            test_per_class=1)
+    # remove the image of the list's last line (the first one is checked when building)
+    gone = labels_in(os.path.join(root, "ImageNet_LT_train.txt"))[-1][0]
+    os.remove(os.path.join(root, gone))
+    with pytest.raises(SystemExit) as e:
+        train_stage1.main(["--cfg", os.path.join(ROOT, SEED_CONFIGS["imagenet"]), "data_path",
+                           root, "num_classes", "2", "backbone", "resnet8_fe", *SMALL,
+                           "head_class_idx", "[0, 1]", "med_class_idx", "[1, 2]",
+                           "tail_class_idx", "[2, 2]", "batch_size", "8", "workers", "0",
+                           "output_dir", str(tmp_path / "out")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("train_stage1.py: error: image file not found: ")
+    assert err[-1].endswith(os.path.join(root, gone) + " (listed in "
+                            + os.path.join(root, "ImageNet_LT_train.txt") + ")")
+
+
+# ------------------------------------------------------------------ command line
+@pytest.mark.parametrize("dataset", sorted(SEED_CONFIGS))
+def test_dry_run_of_seed_configs(trees, dataset, tmp_path, capsys, monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("--dry-run opened an image")
+    monkeypatch.setattr(Image, "open", refuse)
+    extra = ["not_pretrained", "True"] if dataset == "places" else []
+    out = tmp_path / "out"
+    assert train_stage1.main(["--cfg", os.path.join(ROOT, SEED_CONFIGS[dataset]), "--dry-run",
+                              "data_path", trees[dataset], "num_classes", "5", *RANGES,
+                              "output_dir", str(out), *extra]) == 0
+    text = capsys.readouterr().out
+    assert f"dataset: {dataset} ({LIST_SPECS[dataset][0]}), 5 classes" in text
+    assert "training images: 17 (largest class 6, smallest 1" in text
+    assert "test images: 10" in text
+    assert "backbone: resnet50_fe, 23,508,032 parameters" in text
+    assert "loss: ARB-Loss (global counts) + mixup" in text
+    if dataset == "places":
+        assert "block: 4,462,592 parameters" in text
+        assert "classifier: 10,245 parameters" in text
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("dataset", sorted(SEED_CONFIGS))
+def test_train_and_eval_each_kind(trees, dataset, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    cfg = os.path.join(ROOT, SEED_CONFIGS[dataset])
+    common = ["data_path", trees[dataset], "num_classes", "5", *RANGES, "backbone",
+              "resnet10_fe", *SMALL, "workers", "0"]
+    extra = ["not_pretrained", "True"] if dataset == "places" else []
+    # batch 6: no batch of one (BatchNorm cannot train on a 1 x 1 map of a single image)
+    assert train_stage1.main(["--cfg", cfg, *common, *extra, "batch_size", "6",
+                              "num_epochs", "1", "print_freq", "1",
+                              "output_dir", str(out)]) == 0
+    run = only_run_dir(str(out))
+    rows = read_metrics(run)
+    assert [r["epoch"] for r in rows] == [1] and 0 <= rows[0]["acc1"] <= 100
+    ckpt = os.path.join(run, "ckps", "current.pth.tar")
+    # eval builds the network again: for Places no ImageNet weights are fetched (the
+    # checkpoint holds the frozen backbone), so this works offline without not_pretrained
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file",
+                        lambda *a, **k: pytest.fail("eval tried to download weights"))
+    capsys.readouterr()
+    assert eval_script.main(["--cfg", cfg, *common, "--json", "resume", ckpt]) == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert m["acc1"] == pytest.approx(rows[0]["acc1"], abs=1e-9)
+    assert m["num_samples"] == 10
