@@ -1,6 +1,16 @@
-"""Evaluate a checkpoint (ours or a MiSLAS / ARB-Loss one) on the config's test set.
+"""Evaluate a checkpoint (ours or a MiSLAS / ARB-Loss one) on the config's test set and write
+an analysis report.
 
     python eval.py --cfg config/cifar10/cifar10_imb001_stage1_mixup.yaml resume saved/.../ckps/model_best.pth.tar
+    python eval.py --cfg CFG --out DIR --no-nc resume CKPT
+
+Prints the metrics (``--json``: one JSON object) and writes a report folder: by default
+``<run folder>/eval_<checkpoint stem>/`` for a checkpoint in a run's ``ckps`` folder (the
+sibling of ``ckps``), else ``eval_<checkpoint stem>/`` beside the checkpoint; ``--out DIR``
+chooses it, ``--no-report`` skips it. The folder holds ``report.json`` (overall and
+per-class metrics, calibration table, neural-collapse metrics), ``per_class.csv`` and the
+figures ``reliability.png``, ``per_class_accuracy.png`` and ``weight_norm.png``.
+Neural-collapse metrics need one pass over the training set; ``--no-nc`` skips it.
 """
 from __future__ import annotations
 
@@ -9,35 +19,77 @@ import json
 import logging
 import os
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
+
+import torch
 
 from config import load_config
 from datasets import build_data
-from datasets.loader import build_loader, per_rank_workers
 from models import build_network
 from train_stage1 import autocast_factory
 from utils import comm
 from utils.checkpoint import load_checkpoint, load_network_state
 from utils.errors import ConfigError, exit_on_user_error
-from utils.evaluation import evaluate
+from utils.evaluation import predict
 from utils.logger import setup_logging
-from utils.metrics import class_ranges
+from utils.metrics import class_ranges, classification_report
+from utils.neural_collapse import nc_analysis
+from utils.report import analysis_loader, build_eval_report, classifier_row_norms, \
+    json_safe, training_features, write_eval_report
 
 log = logging.getLogger("eval")
 
+_CKPT_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar", ".ckpt")
+
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Evaluate a stage-1 checkpoint.")
+    p = argparse.ArgumentParser(description="Evaluate a stage-1 checkpoint and write a report.")
     p.add_argument("--cfg", required=True, help="yaml config file of the run")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="report folder (default: eval_<checkpoint stem> in the run folder, "
+                        "or beside the checkpoint)")
+    p.add_argument("--no-report", action="store_true", help="only print the metrics")
+    p.add_argument("--no-nc", action="store_true",
+                   help="skip the neural-collapse metrics (a pass over the training set)")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, dest="local_rank")
     p.add_argument("opts", nargs=argparse.REMAINDER,
                    help="KEY VALUE overrides; 'resume CKPT' names the checkpoint")
     return p.parse_args(argv)
 
 
-def run_eval(cfg, local_rank: Optional[int] = None) -> dict:
-    """Metrics of the checkpoint ``cfg.resume`` on the test set (all ranks return them)."""
+def checkpoint_stem(path: str) -> str:
+    """``model_best.pth.tar`` -> ``model_best``."""
+    name = os.path.basename(path)
+    for suffix in _CKPT_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def default_report_dir(ckpt: str, cfg) -> str:
+    """``<run>/eval_<stem>`` when the checkpoint sits in a ``<model_dir>`` folder of a run
+    (ours and MiSLAS's layout), else ``eval_<stem>`` beside the checkpoint."""
+    folder = os.path.dirname(os.path.abspath(ckpt))
+    if os.path.basename(folder) == cfg.model_dir:
+        folder = os.path.dirname(folder)
+    return os.path.join(folder, f"eval_{checkpoint_stem(ckpt)}")
+
+
+def run_eval(cfg, local_rank: Optional[int] = None, out_dir: Optional[str] = None,
+             nc: bool = True, report: bool = True) -> dict:
+    """Metrics of the checkpoint ``cfg.resume`` on the test set (all ranks return them).
+
+    With ``nc`` the neural-collapse metrics of the training features are added (flat keys,
+    see :func:`utils.neural_collapse.nc_metrics`); with ``report`` rank 0 writes the report
+    folder (``out_dir`` or :func:`default_report_dir`) and ``report_dir`` names it.
+    """
+    return _run_eval(cfg, local_rank, out_dir, nc, report)[0]
+
+
+def _run_eval(cfg, local_rank: Optional[int], out_dir: Optional[str], nc: bool,
+              report: bool) -> Tuple[dict, int]:
+    """:func:`run_eval` and this process's rank (the process group is gone afterwards)."""
     if not cfg.resume:
         raise ConfigError("no checkpoint given: add 'resume PATH' after the config")
     info = comm.init_distributed(cfg, local_rank)
@@ -49,38 +101,76 @@ def run_eval(cfg, local_rank: Optional[int] = None) -> dict:
         ckpt = load_checkpoint(cfg.resume, legacy=cfg.legacy_checkpoint)
         load_network_state(net, ckpt, cfg.resume)
         net.to(info.device)
-        loader = build_loader(data.test, max((cfg.test_batch_size or cfg.batch_size)
-                                             // info.world_size, 1),
-                              train=False, seed=cfg.seed, rank=info.rank,
-                              world_size=info.world_size,
-                              workers=per_rank_workers(cfg.workers, info.world_size),
-                              pin_memory=info.device.type == "cuda")
-        metrics = evaluate(net, loader, info.device, ranges, autocast_factory(cfg, info.device),
-                           progress_every=cfg.print_freq)
+        autocast = autocast_factory(cfg, info.device)
+        logits, target, _ = predict(net, analysis_loader(cfg, data.test, info.device),
+                                    info.device, autocast, progress_every=cfg.print_freq,
+                                    desc="test")
+        metrics = classification_report(logits, target, ranges)
         metrics["checkpoint"] = os.path.abspath(cfg.resume)
         metrics["checkpoint_epoch"] = int(ckpt.get("epoch", 0))
-        return metrics
+        nc_flat, feat_norms = None, None
+        if nc:
+            got = training_features(cfg, net, data, info.device, autocast)
+            if got is not None:
+                nc_flat, feat_norms = nc_analysis(got[0], got[1], net.classifier.fc.weight,
+                                                  ranges, device=info.device)
+                metrics.update(nc_flat)
+        if report:
+            out = out_dir or default_report_dir(cfg.resume, cfg)
+            if comm.is_main_process():
+                rep = build_eval_report(
+                    metrics, data.cls_num_list, ranges,
+                    torch.bincount(target, minlength=cfg.num_classes).tolist(),
+                    classifier_row_norms(net).tolist(), nc_flat,
+                    None if feat_norms is None else feat_norms.tolist(),
+                    meta={"checkpoint": metrics["checkpoint"],
+                          "checkpoint_epoch": metrics["checkpoint_epoch"],
+                          "config_name": cfg.name, "dataset": cfg.dataset,
+                          "backbone": cfg.backbone})
+                title = f"{cfg.name or checkpoint_stem(cfg.resume)} ep {rep['checkpoint_epoch']}"
+                paths = write_eval_report(rep, out, title)
+                log.info("report written to %s (%s)", out,
+                         ", ".join(os.path.basename(p) for p in paths.values()))
+            metrics["report_dir"] = os.path.abspath(out)
+            comm.synchronize()
+        return metrics, info.rank
     finally:
         comm.cleanup_distributed()
 
 
 def format_metrics(m: dict) -> str:
+    """One line of the headline metrics (percent)."""
     return (f"Acc@1 {m['acc1']:.3f} Acc@5 {m['acc5']:.3f} many {m['many']:.3f} "
             f"medium {m['medium']:.3f} few {m['few']:.3f} ECE {m['ece']:.3f} MCE {m['mce']:.3f} "
             f"({m['num_samples']} test images)")
 
 
+def format_nc(m: dict) -> str:
+    """One line of the whole-set neural-collapse metrics."""
+    return (f"NC1 {m['nc1']:.4f} equinorm means {m['equinorm_means']:.4f} W "
+            f"{m['equinorm_w']:.4f} equiangularity means {m['equiangular_means']:.4f} W "
+            f"{m['equiangular_w']:.4f} NC3 {m['nc3']:.4f}")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point; returns the exit status."""
     with exit_on_user_error("eval.py"):
         args = parse_args(argv)
         cfg = load_config(args.cfg, args.opts)
-        m = run_eval(cfg, args.local_rank)
-        if comm.get_rank() == 0:
+        m, rank = _run_eval(cfg, args.local_rank, out_dir=args.out, nc=not args.no_nc,
+                            report=not args.no_report)
+        if rank == 0:
             if args.json:
-                print(json.dumps({k: v for k, v in m.items() if k != "calibration"}))
+                # Strict JSON: NaN (an empty group, an undefined NC value) becomes null.
+                print(json.dumps(json_safe({k: v for k, v in m.items()
+                                            if k != "calibration"})))
             else:
                 print(f"{os.path.basename(cfg.resume)} (epoch {m['checkpoint_epoch']}): "
                       + format_metrics(m))
+                if "nc1" in m:
+                    print(format_nc(m))
+                if "report_dir" in m:
+                    print(f"report: {m['report_dir']}")
     return 0
 
 
