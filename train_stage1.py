@@ -23,7 +23,9 @@ import torch.nn as nn
 
 from config import cfg_to_yaml, load_config
 from datasets import build_data
+from datasets.device_pipeline import device_loader_for
 from datasets.loader import build_loader, per_rank_workers
+from methods.grad_monitor import GradBalanceMonitor
 from methods import batch_class_counts, build_criterion, describe_criterion, mixup_criterion, \
     mixup_data
 from models import LTNet, build_network, count_parameters
@@ -34,13 +36,13 @@ from utils.errors import CheckpointError, ConfigError, UserError, exit_on_user_e
 from utils.evaluation import evaluate, format_seconds
 from utils.logger import add_log_file, setup_logging
 from utils.metrics import class_ranges
+from utils.report import epoch_analysis
 from utils.rundir import RunDir, find_latest_checkpoint
 from utils.schedule import lr_at_epoch
 
 log = logging.getLogger("train")
 
 EXIT_NONFINITE = 3
-EXIT_INTERRUPTED = 130
 
 
 class NonFiniteLoss(Exception):
@@ -159,7 +161,8 @@ class StopFlag:
 def train_one_epoch(net: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     loader, epoch: int, cfg, device: torch.device, streams: RandomStreams,
                     state: TrainState, stop: Optional[StopFlag] = None, autocast=None,
-                    scaler=None, writer=None, monitor=None) -> Dict[str, float]:
+                    scaler=None, monitor: Optional[GradBalanceMonitor] = None
+                    ) -> Dict[str, float]:
     """One pass over ``loader``; returns mean train loss and top-1 accuracy (percent).
 
     Host-device synchronisation happens only every ``print_freq`` steps: per-step losses
@@ -194,8 +197,12 @@ def train_one_epoch(net: nn.Module, criterion: nn.Module, optimizer: torch.optim
             cnt = batch_class_counts(y_a, num_classes)
             if cfg.arb_global_batch_counts:
                 cnt = comm.all_reduce_sum(cnt)
+        monitored = monitor is not None and monitor.due(epoch * n_steps + i)
         with ctx():
-            out = net(x)
+            if monitored:
+                out, h = net(x, return_features=True)
+            else:
+                out = net(x)
         loss = mixup_criterion(criterion, out.float(), y_a, y_b, lam, cnt)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -208,8 +215,9 @@ def train_one_epoch(net: nn.Module, criterion: nn.Module, optimizer: torch.optim
         losses[i] = loss.detach()
         counts[i] = y.shape[0]
         correct += (out.detach().argmax(1) == y).sum()
-        if monitor is not None:
-            monitor(out.detach(), y_a, y_b, lam, cnt, epoch, i)
+        if monitored:
+            monitor.update(out.detach().float(), h.detach().float(), criterion, y_a,
+                           y_b if lam != 1.0 else None, lam, cnt)
         last = i == n_steps - 1
         if (i + 1) % cfg.print_freq == 0 or last:
             _check_finite(losses, checked, i + 1, epoch)
@@ -273,8 +281,10 @@ def build_optimizer(cfg, net: LTNet) -> torch.optim.Optimizer:
                            weight_decay=cfg.weight_decay)
 
 
-def checkpoint_state(cfg, net: LTNet, optimizer, state: TrainState, streams: RandomStreams,
+def checkpoint_state(cfg, net: LTNet, optimizer, state: TrainState, rng_states: List[dict],
                      metrics: Optional[dict], scaler=None) -> Dict[str, Any]:
+    """The checkpoint dict: reference keys + what an exact resume needs (``rng_states`` holds
+    every rank's random streams, in rank order)."""
     ckpt = network_state(net)
     ckpt.update({
         "epoch": state.epoch, "iteration": state.iteration, "best_acc1": state.best_acc1,
@@ -282,7 +292,7 @@ def checkpoint_state(cfg, net: LTNet, optimizer, state: TrainState, streams: Ran
         "optimizer": optimizer.state_dict(), "config": cfg_to_yaml(cfg),
         "metrics": {k: v for k, v in (metrics or {}).items()
                     if isinstance(v, (int, float))},
-        "rng": streams.state(), "num_classes": cfg.num_classes, "backbone": cfg.backbone,
+        "rng": rng_states, "num_classes": cfg.num_classes, "backbone": cfg.backbone,
         "world_size": comm.get_world_size(),
     })
     if scaler is not None:
@@ -305,9 +315,10 @@ def resume_from(path: str, cfg, net: LTNet, optimizer, streams: RandomStreams,
         except (ValueError, KeyError) as e:
             raise CheckpointError(f"{path}: optimizer state does not fit this model ({e})") \
                 from None
-    if "rng" in ckpt and int(ckpt.get("world_size", 1)) == comm.get_world_size():
-        streams.load(ckpt["rng"])
-    elif "rng" in ckpt:
+    rng = ckpt.get("rng")
+    if isinstance(rng, list) and len(rng) == comm.get_world_size():
+        streams.load(rng[comm.get_rank()])
+    elif rng is not None:
         log.warning("resuming with a different number of processes: random streams restart")
     if scaler is not None and "scaler" in ckpt:
         scaler.load_state_dict(ckpt["scaler"])
@@ -371,7 +382,7 @@ def _run(cfg, info: comm.DistInfo, dry_run: bool) -> int:
     if resume:
         state = resume_from(resume, cfg, net, optimizer, streams, scaler)
 
-    run_dir = RunDir.for_training(cfg, resume)  # rank 0 creates it, all ranks agree
+    run_dir = RunDir.for_training(cfg, resume, state.epoch)  # rank 0 creates it, all agree
     if comm.is_main_process():
         add_log_file(run_dir.log_file)
         log.info("run folder: %s", run_dir.path)
@@ -395,13 +406,23 @@ def _run(cfg, info: comm.DistInfo, dry_run: bool) -> int:
     per_rank_batch = max(cfg.batch_size // world, 1)
     workers = per_rank_workers(cfg.workers, world)
     pin = device.type == "cuda"
-    train_loader = build_loader(data.train, per_rank_batch, train=True, seed=cfg.seed,
-                                rank=info.rank, world_size=world, workers=workers,
-                                pin_memory=pin)
+    train_loader = None
+    if cfg.device_pipeline:
+        train_loader = device_loader_for(data, per_rank_batch, device, cfg.seed, info.rank,
+                                         world)
+        if train_loader is None:
+            log.warning("device_pipeline: %s is not an in-memory data set; using the "
+                        "per-sample loader", cfg.dataset)
+    if train_loader is None:
+        train_loader = build_loader(data.train, per_rank_batch, train=True, seed=cfg.seed,
+                                    rank=info.rank, world_size=world, workers=workers,
+                                    pin_memory=pin)
     test_loader = build_loader(data.test, max((cfg.test_batch_size or cfg.batch_size) // world,
                                               1), train=False, seed=cfg.seed, rank=info.rank,
                                world_size=world, workers=workers, pin_memory=pin)
     autocast = autocast_factory(cfg, device)
+    monitor = GradBalanceMonitor(cfg.num_classes, cfg.grad_stats_freq, ranges) \
+        if cfg.grad_stats_freq > 0 else None
     stop = StopFlag()
     stop.install()
     metrics: Dict[str, Any] = {}
@@ -415,7 +436,10 @@ def _run(cfg, info: comm.DistInfo, dry_run: bool) -> int:
             train_loader.sampler.start = state.iteration * per_rank_batch
             train_stats = train_one_epoch(train_net, criterion, optimizer, train_loader, epoch,
                                           cfg, device, streams, state, stop, autocast, scaler,
-                                          writer)
+                                          monitor)
+            if monitor is not None:
+                monitor.log(writer, epoch + 1)
+                train_stats.update(monitor.summary())
             state.epoch = epoch + 1
             last = state.epoch == cfg.num_epochs
             if state.epoch % cfg.eval_freq and not last:
@@ -431,7 +455,10 @@ def _run(cfg, info: comm.DistInfo, dry_run: bool) -> int:
             row = {"epoch": state.epoch, "lr": lr, **train_stats,
                    **{k: metrics[k] for k in ("acc1", "acc5", "many", "medium", "few", "ece",
                                               "mce")},
-                   "best_acc1": state.best_acc1, "seconds": time.time() - t_epoch}
+                   "best_acc1": state.best_acc1}
+            row.update(epoch_analysis(cfg, state.epoch, net, data, ranges, metrics, writer,
+                                      device, autocast, last=last))
+            row["seconds"] = time.time() - t_epoch
             run_dir.record(row, writer)
             comm.on_main(log.info, "Epoch %d: Acc@1 %.2f Acc@5 %.2f many %.2f medium %.2f few "
                          "%.2f ECE %.2f (best Acc@1 %.2f at epoch %d)", state.epoch,
@@ -443,7 +470,7 @@ def _run(cfg, info: comm.DistInfo, dry_run: bool) -> int:
         comm.on_main(log.warning, "interrupted by signal %d at epoch %d, iteration %d; resume "
                      "with: python train_stage1.py --cfg <cfg> resume %s", stop.signum,
                      state.epoch + 1, state.iteration, run_dir.current)
-        return EXIT_INTERRUPTED
+        return 128 + stop.signum
     except NonFiniteLoss as e:
         comm.on_main(log.error, "%s", e)
         return EXIT_NONFINITE
@@ -458,10 +485,12 @@ def _run(cfg, info: comm.DistInfo, dry_run: bool) -> int:
 
 def _save(run_dir: "RunDir", cfg, net, optimizer, state, streams, metrics, scaler,
           is_best: bool) -> None:
+    """Rank 0 writes current (and best) atomically; every rank's random streams go in."""
+    rng_states = comm.all_gather_object(streams.state())
     if not comm.is_main_process():
         comm.synchronize()
         return
-    ckpt = checkpoint_state(cfg, net, optimizer, state, streams, metrics, scaler)
+    ckpt = checkpoint_state(cfg, net, optimizer, state, rng_states, metrics, scaler)
     save_checkpoint(ckpt, run_dir.current)
     if is_best:
         save_checkpoint(ckpt, run_dir.best)

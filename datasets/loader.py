@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 from torch.utils.data import DataLoader, Dataset
 
@@ -17,6 +18,13 @@ def per_rank_workers(workers: int, world_size: int) -> int:
     return max(0, min(workers // max(world_size, 1), cap))
 
 
+def _worker_ignores_stop_signals(_worker_id: int) -> None:
+    """Loader workers leave SIGINT / SIGTERM to the main process, which finishes its step and
+    saves a checkpoint; workers exit on their own when the main process goes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def build_loader(dataset: Dataset, batch_size: int, *, train: bool, seed: int, rank: int,
                  world_size: int, workers: int, pin_memory: bool) -> DataLoader:
     """Training loader: shuffled per epoch from (seed, epoch), padded so ranks get equal
@@ -26,4 +34,5 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, seed: int, r
                            world_size=world_size, pad=train)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, persistent_workers=workers > 0,
-                      prefetch_factor=4 if workers > 0 else None, drop_last=False)
+                      prefetch_factor=4 if workers > 0 else None, drop_last=False,
+                      worker_init_fn=_worker_ignores_stop_signals if workers > 0 else None)

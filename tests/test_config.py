@@ -140,13 +140,11 @@ def test_missing_config_file():
         load_config("/nonexistent/x.yaml")
 
 
+# One real process proves the command-line path end to end (exit status, stderr, no traceback);
+# the full list of user errors is checked in-process in test_fault_tolerance.py (each fresh
+# interpreter costs a torch import).
 @pytest.mark.parametrize("args,match", [
-    (["--cfg", "/nonexistent.yaml"], "config file not found: /nonexistent.yaml"),
-    (["--cfg", "config/digits/digits_imb005_ce.yaml", "lr", "fast"], "'lr' expects a float"),
     (["--cfg", "config/digits/digits_imb005_ce.yaml", "dataset", "mnist"], "'dataset'"),
-    (["--cfg", "config/digits/digits_imb005_ce.yaml", "backbone", "vgg"], "'backbone'"),
-    (["--cfg", "config/cifar10/cifar10_imb001.yaml", "data_path", "/nonexistent",
-      "download", "False"], "cifar10 not found under data_path '/nonexistent'"),
 ])
 def test_cli_user_errors_exit_2_without_traceback_or_run_folder(tmp_path, args, match):
     out = tmp_path / "out"

@@ -7,7 +7,7 @@ import torch
 
 import eval as eval_script
 import train_stage1
-from tests.conftest import DIGITS_ARB, DIGITS_CE, ROOT, only_run_dir, read_metrics, run_cli
+from tests.conftest import DIGITS_ARB, DIGITS_CE, ROOT, only_run_dir, read_metrics
 from utils.checkpoint import load_checkpoint
 
 FAST = ["num_epochs", "2", "print_freq", "5"]
@@ -89,15 +89,15 @@ def test_two_runs_in_the_same_minute_get_distinct_folders(tmp_path):
     assert len(os.listdir(tmp_path)) == 2
 
 
-def test_cifar_short_run_and_eval_cli(small_cifar10, tmp_path):
+def test_cifar_short_run_and_eval_cli(small_cifar10, tmp_path, capsys):
     cfg = os.path.join(ROOT, "config", "cifar10", "cifar10_imb01_stage1_mixup.yaml")
     common = ["data_path", small_cifar10, "download", "False", "backbone", "resnet8_fe",
               "batch_size", "32", "workers", "0"]
     assert train_stage1.main(["--cfg", cfg, "output_dir", str(tmp_path), "num_epochs", "1",
                               *common]) == 0
     run = only_run_dir(str(tmp_path))
-    r = run_cli("eval.py", "--cfg", cfg, *common, "resume",
-                os.path.join(run, "ckps", "model_best.pth.tar"))
-    assert r.returncode == 0, r.stderr
+    capsys.readouterr()
+    assert eval_script.main(["--cfg", cfg, *common, "resume",
+                             os.path.join(run, "ckps", "model_best.pth.tar"), "--no-report"]) == 0
     logged = read_metrics(run)[-1]
-    assert f"Acc@1 {logged['acc1']:.3f}" in r.stdout
+    assert f"Acc@1 {logged['acc1']:.3f}" in capsys.readouterr().out

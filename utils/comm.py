@@ -55,6 +55,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def all_gather_object(obj: Any) -> list:
+    """Every rank's value of a picklable object, in rank order."""
+    if not is_dist() or get_world_size() == 1:
+        return [obj]
+    out = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """In-place sum over ranks (returns ``t``)."""
     if is_dist() and get_world_size() > 1:
@@ -129,9 +138,10 @@ def init_distributed(cfg: Any, local_rank_arg: Optional[int] = None,
     device = _choose_device(cfg, local_rank)
     backend = cfg.dist_backend if device.type == "cuda" else "gloo"
     if device.type != "cuda" and cfg.dist_backend != "gloo":
-        log.warning("no CUDA device: using the gloo backend instead of %s", cfg.dist_backend)
+        log.info("no CUDA device: using the gloo backend instead of %s", cfg.dist_backend)
     dist.init_process_group(backend=backend, init_method=init_method, world_size=world,
                             rank=rank, timeout=datetime.timedelta(minutes=timeout_min))
+    log.info("distributed: rank %d of %d, backend %s, device %s", rank, world, backend, device)
     return DistInfo(True, rank, world, max(local_rank, 0), device, backend)
 
 

@@ -72,16 +72,40 @@ class RunDir:
         self.metrics_file = os.path.join(path, "metrics.jsonl")
 
     @classmethod
-    def for_training(cls, cfg, resume: str = "") -> "RunDir":
-        """The resumed run's folder when resuming one of ours, else a new folder."""
+    def for_training(cls, cfg, resume: str = "", resumed_epoch: int = 0) -> "RunDir":
+        """The resumed run's folder when resuming one of ours (its metrics.jsonl cut back to
+        the checkpoint's epoch), else a new folder."""
         path = None
         if comm.is_main_process():
             path = run_folder_of_checkpoint(resume, cfg) if resume else None
             if path is None:
                 path = _unique_folder(cfg.output_dir, cfg.name)
+            else:
+                cls(path, cfg).truncate_metrics(resumed_epoch)
             for sub in (cfg.log_dir, cfg.model_dir):
                 os.makedirs(os.path.join(path, sub), exist_ok=True)
         return cls(comm.broadcast_object(path), cfg)
+
+    def truncate_metrics(self, epoch: int) -> None:
+        """Keep only the complete rows of epochs <= ``epoch`` (a run killed between writing
+        metrics and saving its checkpoint, or in the middle of a line, repeats that epoch)."""
+        if not os.path.isfile(self.metrics_file):
+            return
+        keep = []
+        with open(self.metrics_file, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(row, dict) and int(row.get("epoch", 0)) <= epoch:
+                    keep.append(json.dumps(row) + "\n")
+        tmp = self.metrics_file + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(keep)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.metrics_file)
 
     def tensorboard(self):
         from torch.utils.tensorboard import SummaryWriter

@@ -1,0 +1,286 @@
+"""Exact resume, atomic checkpoints, safe loading, numerical faults, bad input."""
+import argparse
+import hashlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import eval as eval_script
+import train_stage1
+from tests.conftest import DIGITS_CE, ROOT, only_run_dir, read_metrics, write_cifar
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.errors import CheckpointError
+
+MIX = ["mixup", "True", "print_freq", "3"]
+
+
+def strip_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def final_weights(run):
+    ckpt = load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))
+    return {**ckpt["state_dict_model"], **ckpt["state_dict_classifier"]}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    """An uninterrupted 3-epoch run (deterministic, CPU)."""
+    out = tmp_path_factory.mktemp("baseline")
+    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs", "3",
+                              *MIX]) == 0
+    run = only_run_dir(str(out))
+    return strip_seconds(read_metrics(run)), final_weights(run)
+
+
+def test_interrupt_inside_an_epoch_then_resume_is_exact(baseline, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = train_stage1.StopFlag.any_rank
+
+    def fake(self, device):  # a SIGTERM arriving during step 3 of epoch 2
+        calls["n"] += 1
+        if calls["n"] == 10:
+            self.signum = signal.SIGTERM
+        return real(self, device)
+
+    monkeypatch.setattr(train_stage1.StopFlag, "any_rank", fake)
+    code = train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
+                              "3", *MIX])
+    assert code == 128 + signal.SIGTERM
+    monkeypatch.setattr(train_stage1.StopFlag, "any_rank", real)
+    run = only_run_dir(str(tmp_path))
+    ckpt = load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))
+    assert (ckpt["epoch"], ckpt["iteration"]) == (1, 3)
+    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
+                              "3", *MIX, "resume", "auto"]) == 0
+    assert only_run_dir(str(tmp_path)) == run  # continued in the same folder
+    assert strip_seconds(read_metrics(run)) == baseline[0]
+    assert_same_weights(final_weights(run), baseline[1])
+
+
+def _wait_for_rows(run_parent, n, proc, timeout=240):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, proc.communicate()
+        runs = os.listdir(run_parent) if os.path.isdir(run_parent) else []
+        if runs:
+            f = os.path.join(run_parent, runs[0], "metrics.jsonl")
+            if os.path.isfile(f) and len(open(f).read().splitlines()) >= n:
+                return os.path.join(run_parent, runs[0])
+        time.sleep(0.2)
+    raise AssertionError("training made no progress")
+
+
+def test_sigterm_then_sigkill_then_resume_is_exact(baseline, tmp_path):
+    """A real process: SIGTERM (graceful, exit 143), resume, SIGKILL, resume to the end."""
+    args = [sys.executable, os.path.join(ROOT, "train_stage1.py"), "--cfg", DIGITS_CE,
+            "output_dir", str(tmp_path), "num_epochs", "3", *MIX]
+    p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    run = _wait_for_rows(str(tmp_path), 1, p)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 143, out
+    assert "resume with" in out
+    p = subprocess.Popen(args + ["resume", "auto"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    _wait_for_rows(str(tmp_path), 2, p)
+    p.kill()
+    p.communicate(timeout=60)
+    load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))  # still readable
+    assert train_stage1.main(args[2:] + ["resume", "auto"]) == 0
+    assert os.listdir(tmp_path) == [os.path.basename(run)]
+    assert strip_seconds(read_metrics(run)) == baseline[0]
+    assert_same_weights(final_weights(run), baseline[1])
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real = train_stage1.mixup_criterion
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] >= 10 else loss  # epoch 2, step 3
+
+    monkeypatch.setattr(train_stage1, "mixup_criterion", poisoned)
+    code = train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
+                              "3", *MIX])
+    assert code == train_stage1.EXIT_NONFINITE
+    run = only_run_dir(str(tmp_path))
+    assert load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))["epoch"] == 1
+    log = open(os.path.join(run, "logs", "digits_imb005_ce.txt")).read()
+    assert "non-finite loss (nan) at epoch 2, iteration 3" in log
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = str(tmp_path / "current.pth.tar")
+    save_checkpoint({"state_dict_model": {"w": torch.ones(3)}, "epoch": 1}, path)
+    real = torch.save
+
+    def dies_halfway(obj, f, *a, **k):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"state_dict_model": {"w": torch.zeros(3)}, "epoch": 2}, path)
+    monkeypatch.setattr(torch, "save", real)
+    assert load_checkpoint(path)["epoch"] == 1
+    assert os.listdir(tmp_path) == ["current.pth.tar"]
+
+
+class Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_checkpoint_is_refused_and_nothing_runs(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "evil.pth.tar"
+    torch.save({"state_dict_model": {}, "epoch": Evil(str(marker))}, str(bad))
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(str(bad))
+    with pytest.raises(SystemExit) as e:
+        eval_script.main(["--cfg", DIGITS_CE, "resume", str(bad)])
+    assert e.value.code == 2
+    assert "refused to load" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_legacy_checkpoint_only_behind_the_flag(tmp_path):
+    p = str(tmp_path / "old.pth.tar")
+    torch.save({"state_dict_model": {}, "args": argparse.Namespace(lr=0.1)}, p)
+    with pytest.raises(CheckpointError, match="legacy_checkpoint"):
+        load_checkpoint(p)
+    assert load_checkpoint(p, legacy=True)["args"].lr == 0.1
+
+
+def test_mislas_numpy_scalars_load_with_weights_only(tmp_path):
+    p = str(tmp_path / "mislas.pth.tar")
+    torch.save({"epoch": 200, "state_dict_model": {}, "best_acc1": np.float64(70.1),
+                "its_ece": np.float64(5.2)}, p)
+    assert load_checkpoint(p)["its_ece"] == pytest.approx(5.2)
+
+
+def test_truncated_and_foreign_files(tmp_path):
+    good = str(tmp_path / "good.pth.tar")
+    save_checkpoint({"state_dict_model": {"w": torch.ones(1000)}, "epoch": 1}, good)
+    trunc = tmp_path / "trunc.pth.tar"
+    trunc.write_bytes(open(good, "rb").read()[:700])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(str(trunc))
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(str(text))
+    tensor = str(tmp_path / "tensor.pt")
+    torch.save(torch.ones(2), tensor)
+    with pytest.raises(CheckpointError, match="no 'state_dict_model'"):
+        load_checkpoint(tensor)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(str(tmp_path / "missing.pth.tar"))
+
+
+def test_checkpoint_of_another_architecture_or_class_count(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs",
+                              "1"]) == 0
+    ckpt = os.path.join(only_run_dir(str(out)), "ckps", "current.pth.tar")
+    with pytest.raises(SystemExit) as e:
+        eval_script.main(["--cfg", DIGITS_CE, "backbone", "resnet20_fe", "resume", ckpt])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "missing keys: layer1.1.conv1.weight" in err
+    data = tmp_path / "c100"
+    write_cifar(str(data), "cifar100", 2, 1)
+    cfg100 = os.path.join(ROOT, "config", "cifar100", "cifar100_imb01.yaml")
+    with pytest.raises(SystemExit) as e:
+        eval_script.main(["--cfg", cfg100, "data_path", str(data), "download", "False",
+                          "backbone", "resnet8_fe", "resume", ckpt])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert "conv1.weight (16, 1, 3, 3) vs (16, 3, 3, 3)" in err
+
+
+def _tree_digest(root):
+    h = hashlib.sha256()
+    for d, _, files in sorted(os.walk(root)):
+        for f in sorted(files):
+            h.update(os.path.join(d, f).encode())
+            h.update(open(os.path.join(d, f), "rb").read())
+    return h.hexdigest()
+
+
+BAD_YAML = {"syntax": "lr: [0.1\n", "unknown": "learning_rate: 0.1\n", "type": "lr: fast\n"}
+
+
+@pytest.mark.parametrize("case,opts,match", [
+    ("syntax", [], "bad.yaml: yaml syntax error at line 2"),
+    ("unknown", [], "unknown config key 'learning_rate'"),
+    ("type", [], "key 'lr' expects a float"),
+    ("missing_cfg", [], "config file not found"),
+    (None, ["imb_factor", "0"], "key 'imb_factor' is 0.0; accepted: a number in (0, 1]"),
+    (None, ["imb_factor", "1.5"], "accepted: a number in (0, 1]"),
+    (None, ["imb_factor", "-0.5"], "accepted: a number in (0, 1]"),
+    (None, ["batch_size", "0"], "key 'batch_size' is 0"),
+    (None, ["tail_class_idx", "[7, 12]"], "key 'tail_class_idx' is [7, 12]"),
+    (None, ["backbone", "vgg16"], "key 'backbone' is 'vgg16'; accepted:"),
+    (None, ["dataset", "mnist"], "key 'dataset' is 'mnist'; accepted:"),
+    (None, ["num_classes", "12"], "key 'num_classes' is 12 but digits has 10 classes"),
+    (None, ["resume", "/no/such.pth.tar"], "checkpoint not found: /no/such.pth.tar"),
+    ("cifar_missing", [], "cifar10 not found under data_path"),
+    ("cifar_truncated", [], "truncated"),
+    ("not_writable", [], "key 'output_dir': cannot create"),
+])
+def test_bad_input_exits_2_with_one_line_and_touches_nothing(tmp_path, capsys, case, opts,
+                                                             match):
+    out = tmp_path / "saved"
+    old = out / "old_run_202001010000"
+    old.mkdir(parents=True)
+    (old / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    before = _tree_digest(str(out))
+    cfg = DIGITS_CE
+    extra = []
+    if case in BAD_YAML:
+        cfg = str(tmp_path / "bad.yaml")
+        open(cfg, "w").write(BAD_YAML[case])
+    elif case == "missing_cfg":
+        cfg = str(tmp_path / "nope.yaml")
+    elif case in ("cifar_missing", "cifar_truncated"):
+        cfg = os.path.join(ROOT, "config", "cifar10", "cifar10_imb01.yaml")
+        data = tmp_path / "cifar"
+        if case == "cifar_truncated":
+            write_cifar(str(data), "cifar10", 2, 1, tar=True)
+            arc = data / "cifar-10-python.tar.gz"
+            arc.write_bytes(arc.read_bytes()[:300])
+        extra = ["data_path", str(data), "download", "False"]
+    elif case == "not_writable":
+        blocker = tmp_path / "a_file"
+        blocker.write_text("x")
+        extra = ["output_dir", str(blocker / "sub")]
+    argv = ["--cfg", cfg, "output_dir", str(out), *opts, *extra]
+    with pytest.raises(SystemExit) as e:
+        train_stage1.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train_stage1.py: error: "), err
+    assert match in err
+    assert "Traceback" not in err
+    assert _tree_digest(str(out)) == before  # nothing saved was touched, no new folder
