@@ -44,26 +44,23 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return x & ((1 << 63) - 1)
 
 
-class ArrayImageDataset(Dataset):
-    """Images held in memory as uint8 N x H x W x C (C = 1 or 3) with integer labels.
+class SeededImageDataset(Dataset):
+    """Base of the image data sets: subclasses set ``targets`` and ``transform`` and define
+    ``load(index) -> PIL image``.
 
     Items are indexed either by an int or by an ``(index, seed)`` pair from
     :class:`EpochSampler`; with a seed, the random transform is drawn from that seed, so
     augmentation does not depend on worker count, worker persistence or resuming.
     """
 
-    def __init__(self, images: np.ndarray, targets: Sequence[int],
-                 transform: Optional[Callable] = None):
-        self.images = images
-        self.targets = np.asarray(targets, dtype=np.int64)
-        self.transform = transform
+    targets: np.ndarray
+    transform: Optional[Callable]
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def load(self, index: int) -> Image.Image:
-        img = self.images[index]
-        return Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img)
+        raise NotImplementedError
 
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
@@ -71,6 +68,20 @@ class ArrayImageDataset(Dataset):
         if self.transform is not None:
             img = apply_seeded(self.transform, img, seed)
         return img, int(self.targets[index])
+
+
+class ArrayImageDataset(SeededImageDataset):
+    """Images held in memory as uint8 N x H x W x C (C = 1 or 3) with integer labels."""
+
+    def __init__(self, images: np.ndarray, targets: Sequence[int],
+                 transform: Optional[Callable] = None):
+        self.images = images
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.transform = transform
+
+    def load(self, index: int) -> Image.Image:
+        img = self.images[index]
+        return Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img)
 
 
 def apply_seeded(transform: Callable, img, seed: Optional[int]):

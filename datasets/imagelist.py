@@ -19,9 +19,8 @@ from typing import Callable, Dict, NoReturn, Optional, Sequence, Tuple
 import numpy as np
 import torchvision.transforms as T
 from PIL import Image
-from torch.utils.data import Dataset
 
-from datasets.common import DataBundle, apply_seeded
+from datasets.common import DataBundle, SeededImageDataset
 from utils.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -201,13 +200,9 @@ def frequency_class_map(labels: np.ndarray, num_classes: int) -> Tuple[np.ndarra
     return new_id_of_old, counts[order]
 
 
-class ImageListDataset(Dataset):
-    """Images named by relative paths under ``root``, with integer targets.
-
-    Items are indexed by an int or by an ``(index, seed)`` pair from
-    :class:`datasets.common.EpochSampler`; with a seed, the random transform is drawn from it
-    (as :class:`datasets.common.ArrayImageDataset` does).
-    """
+class ImageListDataset(SeededImageDataset):
+    """Images named by relative paths under ``root``, with integer targets (items as in
+    :class:`datasets.common.SeededImageDataset`)."""
 
     def __init__(self, root: str, images: Sequence[str], targets: np.ndarray,
                  transform: Optional[Callable] = None, list_file: str = ""):
@@ -216,9 +211,6 @@ class ImageListDataset(Dataset):
         self.targets = np.asarray(targets, dtype=np.int64)
         self.transform = transform
         self.list_file = list_file
-
-    def __len__(self) -> int:
-        return len(self.targets)
 
     def path(self, index: int) -> str:
         """Full path of image ``index``."""
@@ -237,12 +229,6 @@ class ImageListDataset(Dataset):
         except OSError as e:  # PIL's UnidentifiedImageError, truncated files, permissions
             raise DataError(f"cannot read image {path}{src}: {_first_line(str(e))}") from None
 
-    def __getitem__(self, key):
-        index, seed = key if isinstance(key, tuple) else (key, None)
-        img = self.load(index)
-        if self.transform is not None:
-            img = apply_seeded(self.transform, img, seed)
-        return img, int(self.targets[index])
 
 
 def transforms(train: bool, image_size: int = 224, resize_size: int = 256):
