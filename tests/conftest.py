@@ -76,7 +76,12 @@ def small_cifar10(tmp_path_factory):
     return write_cifar(str(root), "cifar10", 60, 10)
 
 
-def run_cli(script: str, *args: str, cwd: str = ROOT, env=None, timeout: int = 300):
+# Guards against hangs only: on a loaded 2-core machine a fresh interpreter needs minutes just
+# to import torch, so the limits are generous.
+HANG_TIMEOUT = 1200
+
+
+def run_cli(script: str, *args: str, cwd: str = ROOT, env=None, timeout: int = HANG_TIMEOUT):
     """Run one of the command-line scripts in a fresh interpreter."""
     e = dict(os.environ)
     e.update(env or {})

@@ -8,7 +8,7 @@ import pytest
 
 import eval as eval_script
 from datasets.common import EpochSampler
-from tests.conftest import DIGITS_ARB, ROOT, only_run_dir, read_metrics
+from tests.conftest import DIGITS_ARB, HANG_TIMEOUT, ROOT, only_run_dir, read_metrics
 from utils.checkpoint import load_checkpoint
 
 RUN = ["num_epochs", "1", "print_freq", "2", "workers", "2"]
@@ -20,7 +20,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def launch(args, timeout=420):
+def launch(args, timeout=HANG_TIMEOUT):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, text=True,
                           capture_output=True, timeout=timeout)
@@ -77,7 +77,7 @@ def test_two_node_rendezvous_on_localhost(tmp_path, capsys):
                "train_stage1.py", "--cfg", DIGITS_ARB, "output_dir", str(tmp_path), *RUN]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    outs = [p.communicate(timeout=420)[0] for p in procs]
+    outs = [p.communicate(timeout=HANG_TIMEOUT)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     check_single_run(tmp_path, capsys)
 

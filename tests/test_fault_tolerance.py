@@ -14,7 +14,7 @@ import torch
 
 import eval as eval_script
 import train_stage1
-from tests.conftest import DIGITS_CE, ROOT, only_run_dir, read_metrics, write_cifar
+from tests.conftest import DIGITS_CE, HANG_TIMEOUT, ROOT, only_run_dir, read_metrics, write_cifar
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import CheckpointError
 
@@ -71,7 +71,7 @@ def test_interrupt_inside_an_epoch_then_resume_is_exact(baseline, tmp_path, monk
     assert_same_weights(final_weights(run), baseline[1])
 
 
-def _wait_for_rows(run_parent, n, proc, timeout=240):
+def _wait_for_rows(run_parent, n, proc, timeout=HANG_TIMEOUT):
     t0 = time.time()
     while time.time() - t0 < timeout:
         assert proc.poll() is None, proc.communicate()
@@ -92,14 +92,14 @@ def test_sigterm_then_sigkill_then_resume_is_exact(baseline, tmp_path):
                          text=True)
     run = _wait_for_rows(str(tmp_path), 1, p)
     p.send_signal(signal.SIGTERM)
-    out, _ = p.communicate(timeout=120)
+    out, _ = p.communicate(timeout=HANG_TIMEOUT)
     assert p.returncode == 143, out
     assert "resume with" in out
     p = subprocess.Popen(args + ["resume", "auto"], cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
     _wait_for_rows(str(tmp_path), 2, p)
     p.kill()
-    p.communicate(timeout=60)
+    p.communicate(timeout=HANG_TIMEOUT)
     load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))  # still readable
     assert train_stage1.main(args[2:] + ["resume", "auto"]) == 0
     assert os.listdir(tmp_path) == [os.path.basename(run)]
