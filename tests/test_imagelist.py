@@ -349,7 +349,7 @@ def test_train_and_eval_each_kind(trees, dataset, tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(torch.hub, "download_url_to_file",
                         lambda *a, **k: pytest.fail("eval tried to download weights"))
     capsys.readouterr()
-    assert eval_script.main(["--cfg", cfg, *common, "--json", "resume", ckpt]) == 0
+    assert eval_script.main(["--json", "--cfg", cfg, *common, "resume", ckpt]) == 0
     m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert m["acc1"] == pytest.approx(rows[0]["acc1"], abs=1e-9)
     assert m["num_samples"] == 10

@@ -85,7 +85,8 @@ def test_mislas_checkpoint_loads_and_matches_torchvision(tv_resnet50, dataset, c
     ckpt = {"epoch": 200, "best_acc1": 50.0, "its_ece": 3.0,
             "state_dict_model": {prefix + k: v for k, v in ref.state_dict().items()
                                  if not k.startswith("fc.")},
-            "state_dict_classifier": {prefix + k: v for k, v in fc.state_dict().items()}}
+            "state_dict_classifier": {prefix + "fc." + k: v
+                                      for k, v in fc.state_dict().items()}}
     cfg = get_cfg_defaults()
     cfg.dataset, cfg.backbone, cfg.num_classes = dataset, "resnet50_fe", classes
     net = build_network(cfg, classes).eval()

@@ -97,7 +97,7 @@ def test_cifar_short_run_and_eval_cli(small_cifar10, tmp_path, capsys):
                               *common]) == 0
     run = only_run_dir(str(tmp_path))
     capsys.readouterr()
-    assert eval_script.main(["--cfg", cfg, *common, "resume",
-                             os.path.join(run, "ckps", "model_best.pth.tar"), "--no-report"]) == 0
+    assert eval_script.main(["--no-report", "--cfg", cfg, *common, "resume",
+                             os.path.join(run, "ckps", "model_best.pth.tar")]) == 0
     logged = read_metrics(run)[-1]
     assert f"Acc@1 {logged['acc1']:.3f}" in capsys.readouterr().out
