@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import random
@@ -32,7 +31,7 @@ from models import LTNet, build_network, count_parameters
 from utils import comm
 from utils.checkpoint import load_checkpoint, load_network_state, network_state, \
     save_checkpoint
-from utils.errors import CheckpointError, ConfigError, UserError, exit_on_user_error
+from utils.errors import CheckpointError, ConfigError, exit_on_user_error
 from utils.evaluation import evaluate, format_seconds
 from utils.logger import add_log_file, setup_logging
 from utils.metrics import class_ranges
@@ -100,7 +99,9 @@ class TrainState:
     best_acc1: float = 0.0
     its_ece: float = 0.0  # ECE of the best model
     best_epoch: int = 0
-    partial: Dict[str, float] = field(default_factory=dict)  # running sums of a cut epoch
+    # per-step losses and sizes of a cut epoch, so the resumed epoch's statistics are the
+    # same floating-point sums as an uninterrupted one
+    partial: Dict[str, Any] = field(default_factory=dict)
 
 
 class RandomStreams:
@@ -175,10 +176,11 @@ def train_one_epoch(net: nn.Module, criterion: nn.Module, optimizer: torch.optim
     n_steps = start + len(loader)
     losses = torch.zeros(n_steps, device=device)
     counts = torch.zeros(n_steps, device=device)
-    correct = torch.zeros((), device=device)
     prev = state.partial or {}
-    seen_before, loss_before, correct_before = (prev.get("seen", 0.0), prev.get("loss", 0.0),
-                                                prev.get("correct", 0.0))
+    if start and "losses" in prev:  # resuming inside this epoch: the steps already taken
+        losses[:start] = torch.tensor(prev["losses"], device=device)
+        counts[:start] = torch.tensor(prev["counts"], device=device)
+    correct = torch.full((), float(prev.get("correct", 0.0)), device=device)
     t0 = time.time()
     i = start - 1
     checked = start
@@ -229,17 +231,14 @@ def train_one_epoch(net: nn.Module, criterion: nn.Module, optimizer: torch.optim
                          optimizer.param_groups[0]["lr"], format_seconds(rate * (n_steps - i - 1)))
         if stop is not None and stop.any_rank(device):
             _check_finite(losses, checked, i + 1, epoch)
-            seen = float(counts[start:i + 1].sum())
-            state.partial = {
-                "seen": seen_before + seen,
-                "loss": loss_before + float((losses[start:i + 1] * counts[start:i + 1]).sum()),
-                "correct": correct_before + float(correct)}
+            state.partial = {"losses": losses[:i + 1].tolist(),
+                             "counts": counts[:i + 1].tolist(), "correct": float(correct)}
             state.iteration = i + 1
             raise Interrupted()
     _check_finite(losses, checked, i + 1, epoch)
-    seen = seen_before + float(counts[start:].sum())
-    loss_sum = loss_before + float((losses[start:] * counts[start:]).sum())
-    corr = correct_before + float(correct)
+    seen = float(counts.double().sum())
+    loss_sum = float((losses.double() * counts.double()).sum())
+    corr = float(correct)
     stats = torch.tensor([seen, loss_sum, corr], dtype=torch.float64, device=device)
     seen, loss_sum, corr = comm.all_reduce_sum(stats).tolist()
     state.partial = {}
@@ -282,13 +281,15 @@ def build_optimizer(cfg, net: LTNet) -> torch.optim.Optimizer:
 
 
 def checkpoint_state(cfg, net: LTNet, optimizer, state: TrainState, rng_states: List[dict],
-                     metrics: Optional[dict], scaler=None) -> Dict[str, Any]:
-    """The checkpoint dict: reference keys + what an exact resume needs (``rng_states`` holds
-    every rank's random streams, in rank order)."""
+                     metrics: Optional[dict], scaler=None,
+                     partials: Optional[List[dict]] = None) -> Dict[str, Any]:
+    """The checkpoint dict: reference keys + what an exact resume needs (``rng_states`` and
+    ``partials`` hold every rank's random streams and cut-epoch statistics, in rank order)."""
     ckpt = network_state(net)
     ckpt.update({
         "epoch": state.epoch, "iteration": state.iteration, "best_acc1": state.best_acc1,
-        "its_ece": state.its_ece, "best_epoch": state.best_epoch, "partial": state.partial,
+        "its_ece": state.its_ece, "best_epoch": state.best_epoch,
+        "partial": partials if partials is not None else [state.partial],
         "optimizer": optimizer.state_dict(), "config": cfg_to_yaml(cfg),
         "metrics": {k: v for k, v in (metrics or {}).items()
                     if isinstance(v, (int, float))},
@@ -308,7 +309,7 @@ def resume_from(path: str, cfg, net: LTNet, optimizer, streams: RandomStreams,
                        best_acc1=float(ckpt.get("best_acc1", 0.0)),
                        its_ece=float(ckpt.get("its_ece", 0.0)),
                        best_epoch=int(ckpt.get("best_epoch", 0)),
-                       partial=dict(ckpt.get("partial") or {}))
+                       partial=_own_rank_entry(ckpt.get("partial")))
     if "optimizer" in ckpt:
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -325,6 +326,14 @@ def resume_from(path: str, cfg, net: LTNet, optimizer, streams: RandomStreams,
     log.info("resumed from %s at epoch %d%s", path, state.epoch,
              f", iteration {state.iteration}" if state.iteration else "")
     return state
+
+
+def _own_rank_entry(partials: Any) -> Dict[str, Any]:
+    """This rank's cut-epoch statistics from a checkpoint's per-rank list ({} when the number
+    of processes changed: the resumed epoch's train loss then covers the remaining steps)."""
+    if isinstance(partials, list) and len(partials) == comm.get_world_size():
+        return dict(partials[comm.get_rank()] or {})
+    return {}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -437,6 +446,7 @@ def _run(cfg, info: comm.DistInfo, dry_run: bool) -> int:
             train_stats = train_one_epoch(train_net, criterion, optimizer, train_loader, epoch,
                                           cfg, device, streams, state, stop, autocast, scaler,
                                           monitor)
+            comm.broadcast_buffers(net)  # evaluate and save rank 0's BatchNorm statistics
             if monitor is not None:
                 monitor.log(writer, epoch + 1)
                 train_stats.update(monitor.summary())
@@ -487,10 +497,11 @@ def _save(run_dir: "RunDir", cfg, net, optimizer, state, streams, metrics, scale
           is_best: bool) -> None:
     """Rank 0 writes current (and best) atomically; every rank's random streams go in."""
     rng_states = comm.all_gather_object(streams.state())
+    partials = comm.all_gather_object(state.partial)
     if not comm.is_main_process():
         comm.synchronize()
         return
-    ckpt = checkpoint_state(cfg, net, optimizer, state, rng_states, metrics, scaler)
+    ckpt = checkpoint_state(cfg, net, optimizer, state, rng_states, metrics, scaler, partials)
     save_checkpoint(ckpt, run_dir.current)
     if is_best:
         save_checkpoint(ckpt, run_dir.best)

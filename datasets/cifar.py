@@ -77,8 +77,8 @@ def _safe_extract(archive: str, dest: str) -> None:
         with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(dest, filter="data")
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise DataError(f"{archive}: cannot unpack the archive ({e}); delete it and "
-                        "download it again") from None
+        raise DataError(f"{archive}: cannot unpack the archive, truncated or corrupt ({e}); "
+                        "delete it and download it again") from None
 
 
 def _try_download(spec: Dict, root: str) -> bool:

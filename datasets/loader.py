@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 
@@ -25,6 +26,23 @@ def _worker_ignores_stop_signals(_worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def worker_context() -> multiprocessing.context.BaseContext:
+    """How loader workers start: from a fork server, never by forking this process.
+
+    Forking a process that runs other threads (gloo, TensorBoard's writer, the feeder threads
+    of another loader) can leave the child blocked for ever in CPython's after-fork clean-up
+    (seen: a DDP rank's test-loader worker stuck in ``os.fork`` while training hung). The fork
+    server is a fresh single-threaded interpreter that imports torch and the data sets once,
+    so workers still start in milliseconds.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    # applies to the (per-process) fork server when it first starts
+    ctx.set_forkserver_preload(["torch", "datasets"])
+    return ctx
+
+
 def build_loader(dataset: Dataset, batch_size: int, *, train: bool, seed: int, rank: int,
                  world_size: int, workers: int, pin_memory: bool) -> DataLoader:
     """Training loader: shuffled per epoch from (seed, epoch), padded so ranks get equal
@@ -35,4 +53,5 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, seed: int, r
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, persistent_workers=workers > 0,
                       prefetch_factor=4 if workers > 0 else None, drop_last=False,
-                      worker_init_fn=_worker_ignores_stop_signals if workers > 0 else None)
+                      worker_init_fn=_worker_ignores_stop_signals if workers > 0 else None,
+                      multiprocessing_context=worker_context() if workers > 0 else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tarfile
@@ -76,18 +77,46 @@ def small_cifar10(tmp_path_factory):
     return write_cifar(str(root), "cifar10", 60, 10)
 
 
-# Guards against hangs only: on a loaded 2-core machine a fresh interpreter needs minutes just
-# to import torch, so the limits are generous.
-HANG_TIMEOUT = 1200
+# Guards against hangs only (a normal run of any command here takes seconds; a loaded 2-core
+# machine needs minutes just to import torch). On expiry the whole process group is killed, so
+# a hung launcher cannot leave workers behind, and the test fails with the output so far.
+HANG_TIMEOUT = 600
 
 
-def run_cli(script: str, *args: str, cwd: str = ROOT, env=None, timeout: int = HANG_TIMEOUT):
-    """Run one of the command-line scripts in a fresh interpreter."""
-    e = dict(os.environ)
-    e.update(env or {})
-    e.setdefault("PYTHONPATH", ROOT)
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd,
-                          env=e, capture_output=True, text=True, timeout=timeout)
+def child_env(extra=None) -> dict:
+    """Environment of a command started by a test: the repository on the path and gloo on the
+    loopback interface (no network needed). The thread count is inherited: a run compared
+    bit for bit with an in-process one must use the same number of threads."""
+    e = dict(os.environ, PYTHONPATH=ROOT, GLOO_SOCKET_IFNAME="lo")
+    e.update(extra or {})
+    return e
+
+
+def start(args: List[str], env=None, cwd: str = ROOT, merge: bool = True) -> subprocess.Popen:
+    """Start a command in its own process group (stderr merged into stdout if ``merge``)."""
+    return subprocess.Popen(args, cwd=cwd, env=child_env(env), text=True,
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+                            start_new_session=True)
+
+
+def finish(p: subprocess.Popen, timeout: float = HANG_TIMEOUT):
+    """Wait for ``p``; returns (stdout, stderr). Kills its process group on a hang."""
+    try:
+        return p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        raise AssertionError(f"no exit after {timeout} s: {' '.join(map(str, p.args))}\n"
+                             f"{(out or '')[-3000:]}{(err or '')[-3000:]}") from None
+
+
+def run_cli(script: str, *args: str, cwd: str = ROOT, env=None,
+            timeout: float = HANG_TIMEOUT) -> subprocess.CompletedProcess:
+    """Run one of the command-line scripts in a fresh interpreter (separate stdout/stderr)."""
+    p = start([sys.executable, os.path.join(ROOT, script), *args], env, cwd, merge=False)
+    out, err = finish(p, timeout)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
 def read_metrics(run_dir: str) -> List[dict]:

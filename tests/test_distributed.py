@@ -1,17 +1,17 @@
 """DDP on CPU with gloo: torchrun, torch.distributed.launch, a 2-node rendezvous."""
 import os
 import socket
-import subprocess
 import sys
 
 import pytest
 
 import eval as eval_script
 from datasets.common import EpochSampler
-from tests.conftest import DIGITS_ARB, HANG_TIMEOUT, ROOT, only_run_dir, read_metrics
+from tests.conftest import DIGITS_ARB, finish, only_run_dir, read_metrics, start
 from utils.checkpoint import load_checkpoint
 
 RUN = ["num_epochs", "1", "print_freq", "2", "workers", "2"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # two processes on a 2-core machine
 
 
 def free_port():
@@ -20,10 +20,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def launch(args, timeout=HANG_TIMEOUT):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, text=True,
-                          capture_output=True, timeout=timeout)
+def launch(args):
+    """Run ``python -m <args>``; returns (exit status, stdout + stderr)."""
+    p = start([sys.executable, "-m", *args], ONE_THREAD)
+    out, _ = finish(p)
+    return p.returncode, out
 
 
 def check_single_run(out_dir, capsys):
@@ -44,11 +45,10 @@ def check_single_run(out_dir, capsys):
 
 
 def test_torchrun_two_processes(tmp_path, capsys):
-    r = launch(["torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                str(free_port()), "train_stage1.py", "--cfg", DIGITS_ARB,
-                "output_dir", str(tmp_path), *RUN])
-    assert r.returncode == 0, r.stdout + r.stderr
-    out = r.stdout + r.stderr
+    code, out = launch(["torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                        str(free_port()), "train_stage1.py", "--cfg", DIGITS_ARB,
+                        "output_dir", str(tmp_path), *RUN])
+    assert code == 0, out
     assert out.count("Epoch 1: Acc@1") == 1  # only rank 0 logs
     assert "using the gloo backend" in out
     check_single_run(tmp_path, capsys)
@@ -57,27 +57,24 @@ def test_torchrun_two_processes(tmp_path, capsys):
 def test_legacy_launcher_with_the_seed_argument_shape(tmp_path, capsys):
     # python -m torch.distributed.launch --nproc_per_node N --master_port P train_stage1.py --cfg
     # (passes --local-rank to the script); the yaml's world_size 8 disagrees: a warning
-    r = launch(["torch.distributed.launch", "--nproc_per_node", "2", "--master_port",
-                str(free_port()), "train_stage1.py", "--cfg", DIGITS_ARB,
-                "output_dir", str(tmp_path), "world_size", "8", *RUN])
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out
+    code, out = launch(["torch.distributed.launch", "--nproc_per_node", "2", "--master_port",
+                        str(free_port()), "train_stage1.py", "--cfg", DIGITS_ARB,
+                        "output_dir", str(tmp_path), "world_size", "8", *RUN])
+    assert code == 0, out
     assert "config world_size=8 differs from the launcher's 2 processes" in out
     check_single_run(tmp_path, capsys)
 
 
 def test_two_node_rendezvous_on_localhost(tmp_path, capsys):
     port = free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     procs = []
     for node in (0, 1):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
                "--nproc_per_node", "1", "--node_rank", str(node), "--rdzv_backend", "c10d",
                "--rdzv_id", "arbtest", "--rdzv_endpoint", f"127.0.0.1:{port}",
                "train_stage1.py", "--cfg", DIGITS_ARB, "output_dir", str(tmp_path), *RUN]
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    outs = [p.communicate(timeout=HANG_TIMEOUT)[0] for p in procs]
+        procs.append(start(cmd, ONE_THREAD))
+    outs = [finish(p)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     check_single_run(tmp_path, capsys)
 

@@ -2,9 +2,7 @@
 import argparse
 import hashlib
 import os
-import pickle
 import signal
-import subprocess
 import sys
 import time
 
@@ -14,7 +12,8 @@ import torch
 
 import eval as eval_script
 import train_stage1
-from tests.conftest import DIGITS_CE, HANG_TIMEOUT, ROOT, only_run_dir, read_metrics, write_cifar
+from tests.conftest import (DIGITS_CE, HANG_TIMEOUT, ROOT, finish, only_run_dir, read_metrics,
+                            start, write_cifar)
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import CheckpointError
 
@@ -64,6 +63,9 @@ def test_interrupt_inside_an_epoch_then_resume_is_exact(baseline, tmp_path, monk
     run = only_run_dir(str(tmp_path))
     ckpt = load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))
     assert (ckpt["epoch"], ckpt["iteration"]) == (1, 3)
+    # the cut epoch's per-step losses and batch sizes, one entry per rank
+    assert len(ckpt["partial"]) == 1 and len(ckpt["partial"][0]["losses"]) == 3
+    assert ckpt["partial"][0]["counts"] == [64.0, 64.0, 64.0]
     assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
                               "3", *MIX, "resume", "auto"]) == 0
     assert only_run_dir(str(tmp_path)) == run  # continued in the same folder
@@ -74,32 +76,31 @@ def test_interrupt_inside_an_epoch_then_resume_is_exact(baseline, tmp_path, monk
 def _wait_for_rows(run_parent, n, proc, timeout=HANG_TIMEOUT):
     t0 = time.time()
     while time.time() - t0 < timeout:
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, finish(proc)
         runs = os.listdir(run_parent) if os.path.isdir(run_parent) else []
         if runs:
             f = os.path.join(run_parent, runs[0], "metrics.jsonl")
             if os.path.isfile(f) and len(open(f).read().splitlines()) >= n:
                 return os.path.join(run_parent, runs[0])
         time.sleep(0.2)
-    raise AssertionError("training made no progress")
+    proc.kill()
+    raise AssertionError(f"training made no progress: {finish(proc)[0][-3000:]}")
 
 
 def test_sigterm_then_sigkill_then_resume_is_exact(baseline, tmp_path):
     """A real process: SIGTERM (graceful, exit 143), resume, SIGKILL, resume to the end."""
     args = [sys.executable, os.path.join(ROOT, "train_stage1.py"), "--cfg", DIGITS_CE,
             "output_dir", str(tmp_path), "num_epochs", "3", *MIX]
-    p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True)
+    p = start(args)
     run = _wait_for_rows(str(tmp_path), 1, p)
     p.send_signal(signal.SIGTERM)
-    out, _ = p.communicate(timeout=HANG_TIMEOUT)
+    out, _ = finish(p)
     assert p.returncode == 143, out
     assert "resume with" in out
-    p = subprocess.Popen(args + ["resume", "auto"], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+    p = start(args + ["resume", "auto"])
     _wait_for_rows(str(tmp_path), 2, p)
     p.kill()
-    p.communicate(timeout=HANG_TIMEOUT)
+    finish(p)
     load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))  # still readable
     assert train_stage1.main(args[2:] + ["resume", "auto"]) == 0
     assert os.listdir(tmp_path) == [os.path.basename(run)]

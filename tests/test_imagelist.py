@@ -353,3 +353,21 @@ def test_train_and_eval_each_kind(trees, dataset, tmp_path, capsys, monkeypatch)
     m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert m["acc1"] == pytest.approx(rows[0]["acc1"], abs=1e-9)
     assert m["num_samples"] == 10
+
+
+def test_loader_workers_come_from_a_fork_server_and_match_in_process_loading(trees):
+    """Workers start from a fork server (forking a multi-threaded DDP rank can deadlock);
+    the data set must survive the trip, so batches equal those of an in-process loader."""
+    from datasets.loader import build_loader
+    data = build_data(make_cfg("imagenet", trees["imagenet"]))
+    batches = {}
+    for workers in (0, 1):
+        loader = build_loader(data.train, 4, train=True, seed=3, rank=0, world_size=1,
+                              workers=workers, pin_memory=False)
+        if workers:
+            assert loader.multiprocessing_context.get_start_method() == "forkserver"
+        loader.sampler.set_epoch(1)
+        batches[workers] = list(loader)
+    assert len(batches[1]) == len(batches[0]) == 5  # 17 images, batch 4
+    for (xa, ya), (xb, yb) in zip(batches[0], batches[1]):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

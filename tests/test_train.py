@@ -3,7 +3,6 @@ import json
 import os
 
 import pytest
-import torch
 
 import eval as eval_script
 import train_stage1

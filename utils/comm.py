@@ -71,6 +71,18 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers only at the start of each training forward, so after the last step
+    every rank holds statistics updated with its own batch; evaluating without this would use
+    a different model on each rank from the one rank 0 saves.
+    """
+    if is_dist() and get_world_size() > 1:
+        for buf in module.buffers():
+            dist.broadcast(buf, src=src)
+
+
 def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     """Concatenate a tensor along dim 0 over ranks in rank order; sizes may differ per rank."""
     if not is_dist() or get_world_size() == 1:
