@@ -2,10 +2,12 @@
 import os
 import socket
 import sys
+import time
 
 import pytest
 
 import eval as eval_script
+import train_stage1
 from datasets.common import EpochSampler
 from tests.conftest import DIGITS_ARB, finish, only_run_dir, read_metrics, start
 from utils.checkpoint import load_checkpoint
@@ -77,6 +79,26 @@ def test_two_node_rendezvous_on_localhost(tmp_path, capsys):
     outs = [finish(p)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     check_single_run(tmp_path, capsys)
+
+
+def test_a_rank_that_dies_ends_the_job_non_zero(tmp_path):
+    """Rank 1 exits at once (exit 17) while rank 0 waits in a collective: the launcher must end
+    the job with a non-zero status well within the hang guard, not wait for the 30-minute
+    collective timeout."""
+    t0 = time.time()
+    code, out = launch(["torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                        str(free_port()), os.path.join("tests", "rank_dies.py"), "--cfg",
+                        DIGITS_ARB, "output_dir", str(tmp_path), *RUN])
+    assert code != 0, out
+    assert "exitcode  : 17" in out or "exitcode: 17" in out, out[-3000:]
+    assert time.time() - t0 < 300
+
+
+@pytest.mark.parametrize("flag", [["--local_rank", "1"], ["--local-rank=1"]])
+def test_both_local_rank_spellings_are_accepted(flag):
+    # older launchers pass --local_rank, newer ones --local-rank (before the script's own args)
+    args = train_stage1.parse_args([*flag, "--cfg", DIGITS_ARB, "num_epochs", "1"])
+    assert args.local_rank == 1 and args.opts == ["num_epochs", "1"]
 
 
 def test_eval_shards_cover_every_sample_once():
