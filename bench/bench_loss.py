@@ -63,7 +63,7 @@ def main() -> None:
         }
         big = b * c > 1e6
         on_gpu = device.type == "cuda"
-        t = timeit(fns, device, repeats=(30 if on_gpu else 5) if big else 10,
+        t = timeit(fns, device, repeats=30 if big else 20,
                    warmup=2, inner=(10 if on_gpu else 1) if big else 10)
         for mode in ("batch", "global"):
             arb, direct = t[f"arb_{mode}"], t[f"direct_{mode}"]
