@@ -73,6 +73,16 @@ def test_interrupt_inside_an_epoch_then_resume_is_exact(baseline, tmp_path, monk
     assert_same_weights(final_weights(run), baseline[1])
 
 
+def test_cut_epoch_statistics_are_taken_per_rank():
+    """A checkpoint keeps one entry per rank; with another number of processes (or an entry
+    that is not a list) the resumed epoch's statistics start empty instead of mixing ranks."""
+    entry = {"losses": [1.5, 2.0], "counts": [64.0, 64.0], "correct": 30.0}
+    assert train_stage1._own_rank_entry([entry]) == entry  # one process here: rank 0
+    assert train_stage1._own_rank_entry([entry, entry]) == {}
+    assert train_stage1._own_rank_entry({"seen": 128.0}) == {}
+    assert train_stage1._own_rank_entry(None) == {}
+
+
 def _wait_for_rows(run_parent, n, proc, timeout=HANG_TIMEOUT):
     t0 = time.time()
     while time.time() - t0 < timeout:
