@@ -130,10 +130,13 @@ def list_state(st):
 
 
 class StopFlag:
-    """Set by SIGTERM / SIGINT; the training loop stops after the current step."""
+    """Set by SIGTERM / SIGINT; the training loop stops after the current step.
 
-    def __init__(self) -> None:
+    ``group``: the process group the ranks agree through (``comm.host_group()``)."""
+
+    def __init__(self, group=None) -> None:
         self.signum = 0
+        self.group = group
         self._old = {}
 
     def install(self) -> None:
@@ -150,12 +153,13 @@ class StopFlag:
     def _handle(self, signum, frame) -> None:
         self.signum = signum
 
-    def any_rank(self, device: torch.device) -> bool:
-        """True on every rank if any rank was signalled (all ranks stop at the same step)."""
-        if comm.get_world_size() == 1:
-            return bool(self.signum)
-        t = torch.tensor([float(bool(self.signum))], device=device)
-        return bool(comm.all_reduce_sum(t).item() > 0)
+    def any_rank(self) -> bool:
+        """True on every rank if any rank was signalled, so all ranks stop at the same step;
+        every rank then reports the (highest) signal number received."""
+        if comm.get_world_size() > 1:
+            t = torch.tensor([self.signum], dtype=torch.int64)  # host tensor: no device sync
+            self.signum = int(comm.all_reduce_max(t, self.group).item())
+        return bool(self.signum)
 
 
 # ----------------------------------------------------------------------------- training
@@ -229,7 +233,7 @@ def train_one_epoch(net: nn.Module, criterion: nn.Module, optimizer: torch.optim
             comm.on_main(log.info, "Epoch [%d/%d][%d/%d] loss %.4f lr %.5f eta %s", epoch + 1,
                          cfg.num_epochs, i + 1, n_steps, float(losses[i]),
                          optimizer.param_groups[0]["lr"], format_seconds(rate * (n_steps - i - 1)))
-        if stop is not None and stop.any_rank(device):
+        if stop is not None and stop.any_rank():
             _check_finite(losses, checked, i + 1, epoch)
             state.partial = {"losses": losses[:i + 1].tolist(),
                              "counts": counts[:i + 1].tolist(), "correct": float(correct)}
@@ -432,7 +436,7 @@ def _run(cfg, info: comm.DistInfo, dry_run: bool) -> int:
     autocast = autocast_factory(cfg, device)
     monitor = GradBalanceMonitor(cfg.num_classes, cfg.grad_stats_freq, ranges) \
         if cfg.grad_stats_freq > 0 else None
-    stop = StopFlag()
+    stop = StopFlag(comm.host_group())
     stop.install()
     metrics: Dict[str, Any] = {}
     try:

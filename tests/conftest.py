@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 from typing import List
 
 import numpy as np
@@ -117,6 +118,23 @@ def run_cli(script: str, *args: str, cwd: str = ROOT, env=None,
     p = start([sys.executable, os.path.join(ROOT, script), *args], env, cwd, merge=False)
     out, err = finish(p, timeout)
     return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+def wait_for_rows(run_parent: str, n: int, proc: subprocess.Popen,
+                  timeout: float = HANG_TIMEOUT) -> str:
+    """Poll until the (single) run folder under ``run_parent`` has ``n`` metrics rows while
+    ``proc`` runs; returns the run folder."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, finish(proc)
+        runs = os.listdir(run_parent) if os.path.isdir(run_parent) else []
+        if runs:
+            f = os.path.join(run_parent, runs[0], "metrics.jsonl")
+            if os.path.isfile(f) and len(open(f).read().splitlines()) >= n:
+                return os.path.join(run_parent, runs[0])
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError(f"training made no progress: {finish(proc)[0][-3000:]}")
 
 
 def read_metrics(run_dir: str) -> List[dict]:

@@ -1,5 +1,6 @@
 """DDP on CPU with gloo: torchrun, torch.distributed.launch, a 2-node rendezvous."""
 import os
+import signal
 import socket
 import sys
 import time
@@ -9,7 +10,8 @@ import pytest
 import eval as eval_script
 import train_stage1
 from datasets.common import EpochSampler
-from tests.conftest import DIGITS_ARB, finish, only_run_dir, read_metrics, start
+from tests.conftest import (DIGITS_ARB, HANG_TIMEOUT, finish, only_run_dir, read_metrics, start,
+                            wait_for_rows)
 from utils.checkpoint import load_checkpoint
 
 RUN = ["num_epochs", "1", "print_freq", "2", "workers", "2"]
@@ -79,6 +81,49 @@ def test_two_node_rendezvous_on_localhost(tmp_path, capsys):
     outs = [finish(p)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     check_single_run(tmp_path, capsys)
+
+
+def worker_pid(launcher, rank: int) -> int:
+    """The pid of the launcher's worker process that has ``RANK=rank`` (Linux /proc)."""
+    t0 = time.time()
+    while time.time() - t0 < HANG_TIMEOUT:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if ppid != launcher.pid:
+                    continue
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if f"RANK={rank}".encode() in f.read().split(b"\0"):
+                        return int(pid)
+            except (OSError, ValueError, IndexError):
+                continue
+        time.sleep(0.2)
+    raise AssertionError(f"no worker with RANK={rank}")
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    """Only rank 1 is signalled; both ranks stop after the same step (otherwise the checkpoint
+    gather would hang), rank 0 saves and logs the signal, and resume finishes the run."""
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+            "--master_port", str(free_port()), "train_stage1.py", "--cfg", DIGITS_ARB,
+            "output_dir", str(tmp_path), *RUN, "num_epochs", "12"]
+    p = start(args, ONE_THREAD)
+    run = wait_for_rows(str(tmp_path), 1, p)
+    os.kill(worker_pid(p, 1), signal.SIGTERM)
+    out, _ = finish(p)
+    assert p.returncode != 0, out
+    assert out.count("interrupted by signal 15 at epoch") == 1, out[-3000:]
+    ckpt = load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and len(ckpt["partial"]) == 2
+    assert 1 <= ckpt["epoch"] < 12
+    # the same launch with resume auto continues in the same folder up to epoch 12
+    args[args.index("--master_port") + 1] = str(free_port())
+    p = start(args + ["resume", "auto"], ONE_THREAD)
+    out, _ = finish(p)
+    assert p.returncode == 0, out
+    assert os.listdir(tmp_path) == [os.path.basename(run)]
+    assert [r["epoch"] for r in read_metrics(run)] == list(range(1, 13))
 
 
 def test_a_rank_that_dies_ends_the_job_non_zero(tmp_path):

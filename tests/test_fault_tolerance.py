@@ -4,7 +4,6 @@ import hashlib
 import os
 import signal
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ import torch
 
 import eval as eval_script
 import train_stage1
-from tests.conftest import (DIGITS_CE, HANG_TIMEOUT, ROOT, finish, only_run_dir, read_metrics,
-                            start, write_cifar)
+from tests.conftest import (DIGITS_CE, ROOT, finish, only_run_dir, read_metrics, start,
+                            wait_for_rows, write_cifar)
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import CheckpointError
 
@@ -49,11 +48,11 @@ def test_interrupt_inside_an_epoch_then_resume_is_exact(baseline, tmp_path, monk
     calls = {"n": 0}
     real = train_stage1.StopFlag.any_rank
 
-    def fake(self, device):  # a SIGTERM arriving during step 3 of epoch 2
+    def fake(self):  # a SIGTERM arriving during step 3 of epoch 2
         calls["n"] += 1
         if calls["n"] == 10:
             self.signum = signal.SIGTERM
-        return real(self, device)
+        return real(self)
 
     monkeypatch.setattr(train_stage1.StopFlag, "any_rank", fake)
     code = train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
@@ -83,32 +82,18 @@ def test_cut_epoch_statistics_are_taken_per_rank():
     assert train_stage1._own_rank_entry(None) == {}
 
 
-def _wait_for_rows(run_parent, n, proc, timeout=HANG_TIMEOUT):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        assert proc.poll() is None, finish(proc)
-        runs = os.listdir(run_parent) if os.path.isdir(run_parent) else []
-        if runs:
-            f = os.path.join(run_parent, runs[0], "metrics.jsonl")
-            if os.path.isfile(f) and len(open(f).read().splitlines()) >= n:
-                return os.path.join(run_parent, runs[0])
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError(f"training made no progress: {finish(proc)[0][-3000:]}")
-
-
 def test_sigterm_then_sigkill_then_resume_is_exact(baseline, tmp_path):
     """A real process: SIGTERM (graceful, exit 143), resume, SIGKILL, resume to the end."""
     args = [sys.executable, os.path.join(ROOT, "train_stage1.py"), "--cfg", DIGITS_CE,
             "output_dir", str(tmp_path), "num_epochs", "3", *MIX]
     p = start(args)
-    run = _wait_for_rows(str(tmp_path), 1, p)
+    run = wait_for_rows(str(tmp_path), 1, p)
     p.send_signal(signal.SIGTERM)
     out, _ = finish(p)
     assert p.returncode == 143, out
     assert "resume with" in out
     p = start(args + ["resume", "auto"])
-    _wait_for_rows(str(tmp_path), 2, p)
+    wait_for_rows(str(tmp_path), 2, p)
     p.kill()
     finish(p)
     load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))  # still readable

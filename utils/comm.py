@@ -71,6 +71,22 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_max(t: torch.Tensor, group: Optional[Any] = None) -> torch.Tensor:
+    """In-place maximum over the ranks of ``group`` (default: all); returns ``t``."""
+    if is_dist() and get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+    return t
+
+
+def host_group() -> Optional[Any]:
+    """A gloo process group over all ranks for small host-side agreements (the per-step stop
+    flag): under NCCL, agreeing through a CUDA tensor would force a host-device sync every
+    step. Every rank must call this at the same point; None means the default group."""
+    if is_dist() and get_world_size() > 1 and dist.get_backend() != "gloo":
+        return dist.new_group(backend="gloo")
+    return None
+
+
 def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
     """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank.
 
