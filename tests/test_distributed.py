@@ -24,9 +24,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def launch(args):
+def launch(args, **env):
     """Run ``python -m <args>``; returns (exit status, stdout + stderr)."""
-    p = start([sys.executable, "-m", *args], ONE_THREAD)
+    p = start([sys.executable, "-m", *args], dict(ONE_THREAD, **env))
     out, _ = finish(p)
     return p.returncode, out
 
@@ -102,28 +102,34 @@ def worker_pid(launcher, rank: int) -> int:
     raise AssertionError(f"no worker with RANK={rank}")
 
 
+FAULTY = os.path.join("tests", "train_with_fault.py")
+
+
 def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     """Only rank 1 is signalled; both ranks stop after the same step (otherwise the checkpoint
     gather would hang), rank 0 saves and logs the signal, and resume finishes the run."""
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-            "--master_port", str(free_port()), "train_stage1.py", "--cfg", DIGITS_ARB,
-            "output_dir", str(tmp_path), *RUN, "num_epochs", "12"]
-    p = start(args, ONE_THREAD)
+            "--master_port", str(free_port()), FAULTY, "--cfg", DIGITS_ARB,
+            "output_dir", str(tmp_path), *RUN, "num_epochs", "3"]
+    slow = dict(ONE_THREAD, ARB_TEST_FAULT="slow")  # 7 steps of >= 0.2 s an epoch
+    p = start(args, slow)
     run = wait_for_rows(str(tmp_path), 1, p)
     os.kill(worker_pid(p, 1), signal.SIGTERM)
     out, _ = finish(p)
-    assert p.returncode != 0, out
+    assert p.returncode != 0, out[-3000:]
     assert out.count("interrupted by signal 15 at epoch") == 1, out[-3000:]
     ckpt = load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and len(ckpt["partial"]) == 2
-    assert 1 <= ckpt["epoch"] < 12
-    # the same launch with resume auto continues in the same folder up to epoch 12
+    done, step = ckpt["epoch"], ckpt["iteration"]
+    assert 1 <= done < 3 and step >= 1  # stopped after a step inside epoch done + 1
+    assert f"interrupted by signal 15 at epoch {done + 1}, iteration {step}" in out
+    # the same launch with resume auto continues in the same folder to the end
     args[args.index("--master_port") + 1] = str(free_port())
     p = start(args + ["resume", "auto"], ONE_THREAD)
     out, _ = finish(p)
-    assert p.returncode == 0, out
+    assert p.returncode == 0, out[-3000:]
     assert os.listdir(tmp_path) == [os.path.basename(run)]
-    assert [r["epoch"] for r in read_metrics(run)] == list(range(1, 13))
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2, 3]
 
 
 def test_a_rank_that_dies_ends_the_job_non_zero(tmp_path):
@@ -132,8 +138,8 @@ def test_a_rank_that_dies_ends_the_job_non_zero(tmp_path):
     collective timeout."""
     t0 = time.time()
     code, out = launch(["torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                        str(free_port()), os.path.join("tests", "rank_dies.py"), "--cfg",
-                        DIGITS_ARB, "output_dir", str(tmp_path), *RUN])
+                        str(free_port()), FAULTY, "--cfg", DIGITS_ARB,
+                        "output_dir", str(tmp_path), *RUN], ARB_TEST_FAULT="die_on_rank1")
     assert code != 0, out
     assert "exitcode  : 17" in out or "exitcode: 17" in out, out[-3000:]
     assert time.time() - t0 < 300

@@ -83,16 +83,19 @@ def test_cut_epoch_statistics_are_taken_per_rank():
 
 
 def test_sigterm_then_sigkill_then_resume_is_exact(baseline, tmp_path):
-    """A real process: SIGTERM (graceful, exit 143), resume, SIGKILL, resume to the end."""
-    args = [sys.executable, os.path.join(ROOT, "train_stage1.py"), "--cfg", DIGITS_CE,
-            "output_dir", str(tmp_path), "num_epochs", "3", *MIX]
-    p = start(args)
+    """A real process: SIGTERM (graceful, exit 143), resume, SIGKILL, resume to the end.
+    The processes run with 0.2 s added to each step (results unchanged) so that the signals
+    surely arrive before the run ends."""
+    args = [sys.executable, os.path.join(ROOT, "tests", "train_with_fault.py"), "--cfg",
+            DIGITS_CE, "output_dir", str(tmp_path), "num_epochs", "3", *MIX]
+    slow = {"ARB_TEST_FAULT": "slow"}
+    p = start(args, slow)
     run = wait_for_rows(str(tmp_path), 1, p)
     p.send_signal(signal.SIGTERM)
     out, _ = finish(p)
     assert p.returncode == 143, out
     assert "resume with" in out
-    p = start(args + ["resume", "auto"])
+    p = start(args + ["resume", "auto"], slow)
     wait_for_rows(str(tmp_path), 2, p)
     p.kill()
     finish(p)
