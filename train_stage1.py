@@ -499,7 +499,8 @@ def _run(cfg, info: comm.DistInfo, dry_run: bool) -> int:
 
 def _save(run_dir: "RunDir", cfg, net, optimizer, state, streams, metrics, scaler,
           is_best: bool) -> None:
-    """Rank 0 writes current (and best) atomically; every rank's random streams go in."""
+    """Rank 0 writes current (and best) atomically; every rank's random streams and cut-epoch
+    statistics go in."""
     rng_states = comm.all_gather_object(streams.state())
     partials = comm.all_gather_object(state.partial)
     if not comm.is_main_process():
