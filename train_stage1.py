@@ -501,8 +501,8 @@ def _save(run_dir: "RunDir", cfg, net, optimizer, state, streams, metrics, scale
           is_best: bool) -> None:
     """Rank 0 writes current (and best) atomically; every rank's random streams and cut-epoch
     statistics go in."""
-    rng_states = comm.all_gather_object(streams.state())
-    partials = comm.all_gather_object(state.partial)
+    gathered = comm.all_gather_object((streams.state(), state.partial))  # one collective
+    rng_states, partials = [g[0] for g in gathered], [g[1] for g in gathered]
     if not comm.is_main_process():
         comm.synchronize()
         return
