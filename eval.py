@@ -23,19 +23,19 @@ from typing import List, Optional, Tuple
 
 import torch
 
+from analysis.metrics import class_ranges, classification_report
+from analysis.neural_collapse import nc_analysis
+from analysis.report import (build_eval_report, classifier_row_norms, json_safe,
+                             write_eval_report)
 from config import load_config
 from datasets import build_data
+from datasets.loader import eval_loader
+from engine import autocast_factory, distributed_session
+from engine.evaluation import predict, training_features
 from models import build_network
-from train_stage1 import autocast_factory
 from utils import comm
 from utils.checkpoint import load_checkpoint, load_network_state
 from utils.errors import ConfigError, exit_on_user_error
-from utils.evaluation import predict
-from utils.logger import setup_logging
-from utils.metrics import class_ranges, classification_report
-from utils.neural_collapse import nc_analysis
-from utils.report import analysis_loader, build_eval_report, classifier_row_norms, \
-    json_safe, training_features, write_eval_report
 
 log = logging.getLogger("eval")
 
@@ -81,7 +81,7 @@ def run_eval(cfg, local_rank: Optional[int] = None, out_dir: Optional[str] = Non
     """Metrics of the checkpoint ``cfg.resume`` on the test set (all ranks return them).
 
     With ``nc`` the neural-collapse metrics of the training features are added (flat keys,
-    see :func:`utils.neural_collapse.nc_metrics`); with ``report`` rank 0 writes the report
+    see :func:`analysis.neural_collapse.nc_metrics`); with ``report`` rank 0 writes the report
     folder (``out_dir`` or :func:`default_report_dir`) and ``report_dir`` names it.
     """
     return _run_eval(cfg, local_rank, out_dir, nc, report)[0]
@@ -92,28 +92,28 @@ def _run_eval(cfg, local_rank: Optional[int], out_dir: Optional[str], nc: bool,
     """:func:`run_eval` and this process's rank (the process group is gone afterwards)."""
     if not cfg.resume:
         raise ConfigError("no checkpoint given: add 'resume PATH' after the config")
-    info = comm.init_distributed(cfg, local_rank)
-    setup_logging(info.rank)
-    try:
+    with distributed_session(cfg, local_rank) as dist:
+        device = dist.device
         data = build_data(cfg)
         ranges = class_ranges(cfg, data.cls_num_list)
         net = build_network(cfg, cfg.num_classes, data.in_channels)
         ckpt = load_checkpoint(cfg.resume, legacy=cfg.legacy_checkpoint)
         load_network_state(net, ckpt, cfg.resume)
-        net.to(info.device)
-        autocast = autocast_factory(cfg, info.device)
-        logits, target, _ = predict(net, analysis_loader(cfg, data.test, info.device),
-                                    info.device, autocast, progress_every=cfg.print_freq,
-                                    desc="test")
+        net.to(device)
+        autocast = autocast_factory(cfg, device)
+        loader = eval_loader(cfg, data.test, device, dist.rank, dist.world_size)
+        logits, target, _ = predict(net, loader, device, autocast,
+                                    progress_every=cfg.print_freq, desc="test")
         metrics = classification_report(logits, target, ranges)
         metrics["checkpoint"] = os.path.abspath(cfg.resume)
         metrics["checkpoint_epoch"] = int(ckpt.get("epoch", 0))
         nc_flat, feat_norms = None, None
         if nc:
-            got = training_features(cfg, net, data, info.device, autocast)
+            got = training_features(cfg, net, data, device, dist.rank, dist.world_size,
+                                    autocast)
             if got is not None:
                 nc_flat, feat_norms = nc_analysis(got[0], got[1], net.classifier.fc.weight,
-                                                  ranges, device=info.device)
+                                                  ranges, device=device)
                 metrics.update(nc_flat)
         if report:
             out = out_dir or default_report_dir(cfg.resume, cfg)
@@ -133,9 +133,7 @@ def _run_eval(cfg, local_rank: Optional[int], out_dir: Optional[str], nc: bool,
                          ", ".join(os.path.basename(p) for p in paths.values()))
             metrics["report_dir"] = os.path.abspath(out)
             comm.synchronize()
-        return metrics, info.rank
-    finally:
-        comm.cleanup_distributed()
+        return metrics, dist.rank
 
 
 def format_metrics(m: dict) -> str:

@@ -3,7 +3,7 @@
     python bench/bench_epoch.py [--cifar-steps N]
 
 1. Digits demo (config/digits/digits_imb005_arbloss.yaml): one training epoch through
-   train_stage1.train_one_epoch plus the test-set evaluation, measured whole (best of 3
+   engine.Trainer.train_one_epoch plus the test-set evaluation, measured whole (best of 3
    interleaved epochs per path, after one warm-up epoch).
 2. CIFAR-shaped epoch: 12,406 random 32 x 32 images (CIFAR-10-LT IF 100), ResNet-32, ARB-Loss
    + mixup, batch 128 (97 steps). On the CPU a whole epoch takes too long, so a fixed number
@@ -29,11 +29,9 @@ from datasets.cifar import CIFAR_MEAN, CIFAR_STD, transforms
 from datasets.common import ArrayImageDataset, DataBundle
 from datasets.device_pipeline import device_loader_for
 from datasets.loader import build_loader
-from methods import build_criterion
-from models import build_network
-from train_stage1 import RandomStreams, TrainState, build_optimizer, train_one_epoch
-from utils.evaluation import evaluate, predict
-from utils.metrics import class_ranges
+from engine import Trainer
+from engine.evaluation import evaluate, predict
+from utils.comm import DistInfo
 
 
 class FirstBatches:
@@ -42,6 +40,7 @@ class FirstBatches:
     def __init__(self, loader, k: int):
         self.loader, self.k = loader, k
         self.sampler = loader.sampler
+        self.batch_size = loader.batch_size
 
     def __len__(self) -> int:
         return min(self.k, len(self.loader))
@@ -50,11 +49,16 @@ class FirstBatches:
         return itertools.islice(iter(self.loader), self.k)
 
 
-def setup(cfg, data, device):
-    torch.manual_seed(cfg.seed)
-    net = build_network(cfg, cfg.num_classes, data.in_channels).to(device)
-    crit = build_criterion(cfg, data.cls_num_list).to(device)
-    return net, crit, build_optimizer(cfg, net), RandomStreams(cfg.seed, 0)
+def setup(cfg, data, device) -> Trainer:
+    """A trainer ready for ``train_one_epoch`` (no run folder, no hooks)."""
+    trainer = Trainer(cfg, DistInfo(False, 0, 1, 0, device), data=data)
+    trainer.prepare()
+    return trainer
+
+
+def run_epoch(trainer: Trainer, loader, epoch: int) -> None:
+    trainer.train_loader = loader
+    trainer.train_one_epoch(epoch)
 
 
 def loaders(cfg, data, device, batch: int):
@@ -68,7 +72,6 @@ def loaders(cfg, data, device, batch: int):
 def digits(device) -> list:
     cfg = load_config(os.path.join(ROOT, "config", "digits", "digits_imb005_arbloss.yaml"))
     data = build_data(cfg)
-    ranges = class_ranges(cfg, data.cls_num_list)
     test = build_loader(data.test, cfg.batch_size, train=False, seed=0, rank=0, world_size=1,
                         workers=0, pin_memory=False)
     paths = loaders(cfg, data, device, cfg.batch_size)
@@ -76,12 +79,11 @@ def digits(device) -> list:
     times = {name: [] for name in paths}
     for epoch in range(4):  # epoch 0 is the warm-up
         for name, loader in paths.items():
-            net, crit, opt, streams = models[name]
+            trainer = models[name]
             sync(device)
             t0 = time.perf_counter()
-            loader.sampler.set_epoch(epoch)
-            train_one_epoch(net, crit, opt, loader, epoch, cfg, device, streams, TrainState())
-            evaluate(net, test, device, ranges)
+            run_epoch(trainer, loader, epoch)
+            evaluate(trainer.net, test, device, trainer.ranges)
             sync(device)
             if epoch:
                 times[name].append(time.perf_counter() - t0)
@@ -110,18 +112,14 @@ def cifar(device, steps: int, workers: int) -> list:
     whole = steps >= per_epoch
     rows = []
     for name, loader in paths.items():
-        net, crit, opt, streams = setup(cfg, data, device)
-        loader.sampler.set_epoch(0)
-        train_one_epoch(net, crit, opt, FirstBatches(loader, 1), 0, cfg, device, streams,
-                        TrainState())  # warm-up step
+        trainer = setup(cfg, data, device)
+        run_epoch(trainer, FirstBatches(loader, 1), 0)  # warm-up step
         sync(device)
         t0 = time.perf_counter()
-        loader.sampler.set_epoch(1)
-        train_one_epoch(net, crit, opt, FirstBatches(loader, steps), 1, cfg, device, streams,
-                        TrainState())
+        run_epoch(trainer, FirstBatches(loader, steps), 1)
         sync(device)
         train_t = (time.perf_counter() - t0) * per_epoch / min(steps, per_epoch)
-        rows.append((name, net, train_t))
+        rows.append((name, trainer.net, train_t))
     # evaluation is the same for both paths (test images go through the per-sample path)
     eval_batches = per_epoch if whole else 2
     test = build_loader(test_ds, 128, train=False, seed=0, rank=0, world_size=1,

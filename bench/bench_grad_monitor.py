@@ -4,7 +4,7 @@
 
 Per training batch: logits, fc inputs h and ARB-Loss (batch counts). Compared:
 * monitor: GradBalanceMonitor.update (coefficients by autograd + attraction / repulsion norms),
-* pair table: methods.grad_monitor.pair_norms, all C x C component norms without a loop,
+* pair table: analysis.grad_monitor.pair_norms, all C x C component norms without a loop,
 * loop: for every row i and class j, the norm of sum over class-j samples of G_ni h_n
   (the published code's C x C loop, here with the coefficients given). When C^2 iterations
   take too long, only the first rows are timed and the time is scaled by C / rows
@@ -19,7 +19,7 @@ import torch
 
 from _common import header, ms, pick_device, sync, table, timeit
 from methods import ARBLoss
-from methods.grad_monitor import GradBalanceMonitor, coefficients, pair_norms
+from analysis.grad_monitor import GradBalanceMonitor, coefficients, pair_norms
 
 # (classes, batch, feature dim): CIFAR-10 / CIFAR-100 with ResNet-32, ImageNet-LT with
 # ResNet-50 (one GPU's share of the 1024 batch on 4 GPUs)

@@ -2,7 +2,7 @@
 
     python bench/bench_train_step.py [--repeats N]
 
-Full step (as train_stage1.train_one_epoch does it): mixup of the batch, ARB batch counts,
+Full step (as engine.Trainer.train_one_epoch does it): mixup of the batch, ARB batch counts,
 forward, mixup_criterion with ARB-Loss, zero_grad, backward, SGD step. Bare step: forward,
 F.cross_entropy, zero_grad, backward, SGD step of the same model on the same batch. ResNet-32
 (models.build_network with the default config: resnet32_fe + Classifier), 100 classes, batch

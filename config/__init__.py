@@ -17,7 +17,8 @@ from yacs.config import CfgNode as CN
 from config.defaults import get_cfg_defaults
 from utils.errors import ConfigError
 
-__all__ = ["get_cfg_defaults", "load_config", "cfg_to_yaml", "cfg_from_yaml_string"]
+__all__ = ["get_cfg_defaults", "load_config", "cfg_to_yaml", "cfg_from_yaml_string",
+           "mixup_enabled"]
 
 _CHOICES = {
     "imb_type": ("exp", "step"),
@@ -152,3 +153,9 @@ def cfg_from_yaml_string(text: str) -> CN:
     raw = yaml.safe_load(text) or {}
     _apply(cfg, {k: v for k, v in raw.items() if k in cfg}, "checkpoint config")
     return cfg
+
+
+def mixup_enabled(cfg: CN) -> bool:
+    """Whether training mixes its batches: ``mixup`` on with ``alpha`` > 0 (a ``null`` alpha,
+    as MiSLAS's stage-2 files write it, means no mixing)."""
+    return bool(cfg.mixup) and (cfg.alpha or 0) > 0

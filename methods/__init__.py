@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from methods.arb_loss import (ARBLoss, ClassCountLoss, CrossEntropy, batch_class_counts,
-                              log_counts)
+from config import mixup_enabled
+from methods.losses import (ARBLoss, ClassCountLoss, CrossEntropy, batch_class_counts,
+                            log_counts)
 from methods.las import LabelAwareSmoothing, las_epsilons
 from methods.mixup import mixup_criterion, mixup_data
 
@@ -22,6 +23,7 @@ def build_criterion(cfg, cls_num_list: Sequence[int]) -> ClassCountLoss:
                        weighted=cfg.warbloss, focal_gamma=2.0 if cfg.arbloss_fl else 0.0)
     else:
         base = CrossEntropy()
+    base.global_batch_counts = bool(cfg.arb_global_batch_counts)
     if cfg.LAS:
         return LabelAwareSmoothing(cls_num_list, cfg.smooth_head, cfg.smooth_tail,
                                    shape=cfg.las_shape, power=cfg.las_power, base=base)
@@ -40,6 +42,6 @@ def describe_criterion(cfg) -> str:
     if cfg.LAS:
         name += f" + label-aware smoothing ({cfg.las_shape}, head {cfg.smooth_head}, " \
                 f"tail {cfg.smooth_tail})"
-    if cfg.mixup and cfg.alpha > 0:
+    if mixup_enabled(cfg):
         name += f" + mixup (alpha {cfg.alpha})"
     return name

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from methods.arb_loss import ClassCountLoss, CrossEntropy, reduce_loss
+from methods.losses import ClassCountLoss, CrossEntropy, reduce_loss
 
 
 def las_epsilons(cls_num_list: Sequence[int], smooth_head: float, smooth_tail: float,
@@ -49,6 +49,10 @@ class LabelAwareSmoothing(ClassCountLoss):
         self.count_mode = self.base.count_mode
         self.register_buffer("eps", las_epsilons(cls_num_list, smooth_head, smooth_tail,
                                                  shape, power))
+
+    def counts_for(self, target: torch.Tensor, num_classes: int) -> Optional[torch.Tensor]:
+        """The base loss decides (ARB batch counts, or none)."""
+        return self.base.counts_for(target, num_classes)
 
     def forward(self, logits, target, class_cnt=None):
         logp = self.base.log_probs(logits, target, class_cnt)

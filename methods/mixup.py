@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from methods.arb_loss import ClassCountLoss, batch_class_counts
+from methods.losses import ClassCountLoss
 
 
 def mixup_data(x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0,
@@ -29,11 +29,12 @@ def mixup_criterion(criterion: ClassCountLoss, pred: torch.Tensor, y_a: torch.Te
                     class_cnt: Optional[torch.Tensor] = None) -> torch.Tensor:
     """lam * L(pred, y_a) + (1 - lam) * L(pred, y_b).
 
-    For losses with batch counts, both terms use the counts of ``y_a`` (unless ``class_cnt``
-    is given): y_b is a permutation of y_a, so its classes are all present.
+    Both terms use the same counts: ``class_cnt``, or when None the loss's own choice for the
+    un-permuted targets ``y_a`` (:meth:`ClassCountLoss.counts_for`); y_b is a permutation of
+    y_a, so its classes are all present.
     """
-    if class_cnt is None and getattr(criterion, "count_mode", None) == "batch":
-        class_cnt = batch_class_counts(y_a, pred.shape[1])
+    if class_cnt is None:
+        class_cnt = criterion.counts_for(y_a, pred.shape[1])
     loss_a = criterion(pred, y_a, class_cnt)
     if lam == 1.0:
         return loss_a

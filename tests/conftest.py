@@ -101,13 +101,44 @@ def start(args: List[str], env=None, cwd: str = ROOT, merge: bool = True) -> sub
                             start_new_session=True)
 
 
+def descendants(pid: int) -> List[int]:
+    """Every process below ``pid`` (from /proc), including ones in sessions of their own."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def kill_tree(p: subprocess.Popen) -> None:
+    """SIGKILL ``p``, its process group and every descendant (a launcher's workers may run in
+    sessions of their own and would keep the output pipes open)."""
+    victims = descendants(p.pid)
+    for kill in [lambda: os.killpg(p.pid, signal.SIGKILL)] + [
+            (lambda c=c: os.kill(c, signal.SIGKILL)) for c in victims]:
+        try:
+            kill()
+        except OSError:
+            pass
+
+
 def finish(p: subprocess.Popen, timeout: float = HANG_TIMEOUT):
-    """Wait for ``p``; returns (stdout, stderr). Kills its process group on a hang."""
+    """Wait for ``p``; returns (stdout, stderr). Kills it and all its descendants on a hang."""
     try:
         return p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, err = p.communicate()
+        kill_tree(p)
+        out, err = p.communicate(timeout=60)
         raise AssertionError(f"no exit after {timeout} s: {' '.join(map(str, p.args))}\n"
                              f"{(out or '')[-3000:]}{(err or '')[-3000:]}") from None
 
@@ -133,7 +164,7 @@ def wait_for_rows(run_parent: str, n: int, proc: subprocess.Popen,
             if os.path.isfile(f) and len(open(f).read().splitlines()) >= n:
                 return os.path.join(run_parent, runs[0])
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
+    kill_tree(proc)
     raise AssertionError(f"training made no progress: {finish(proc)[0][-3000:]}")
 
 

@@ -11,7 +11,7 @@ import torch
 import eval as eval_script
 import train_stage1
 from tests.conftest import DIGITS_CE, only_run_dir
-from utils.neural_collapse import NC_KEYS, nc_analysis, nc_keys, nc_metrics
+from analysis.neural_collapse import NC_KEYS, nc_analysis, nc_keys, nc_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GROUPS = {"many": (0, 2), "medium": (2, 4), "few": (4, 5)}
@@ -206,28 +206,51 @@ def test_eval_report_dir_rules(tmp_path):
 
 
 # ----------------------------------------------------------------------------- trainer hook
-def test_epoch_analysis_logs_tensorboard_and_returns_nc(tmp_path):
+class _FakeTrainer:
+    """What AnalysisHook reads from a trainer."""
+
+    def __init__(self, cfg, writer):
+        from analysis.metrics import class_ranges
+        from datasets import build_data
+        from engine.evaluation import evaluate
+        from datasets.loader import eval_loader
+        from models import build_network
+        from utils.comm import DistInfo
+
+        torch.manual_seed(0)
+        self.cfg, self.writer = cfg, writer
+        self.device = torch.device("cpu")
+        self.dist = DistInfo(False, 0, 1, 0, self.device)
+        self.data = build_data(cfg)
+        self.ranges = class_ranges(cfg, self.data.cls_num_list)
+        self.net = build_network(cfg, cfg.num_classes, self.data.in_channels)
+        self.autocast = None
+        self.metrics = evaluate(self.net, eval_loader(cfg, self.data.test, self.device, 0, 1),
+                                self.device, self.ranges)
+
+    def run(self, hook, epoch, last=False):
+        from engine.state import TrainState
+        self.state, self.last_epoch, self.row = TrainState(epoch=epoch), last, {}
+        hook.after_epoch()
+        return self.row
+
+
+def test_analysis_hook_logs_tensorboard_and_returns_nc(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
     from config import load_config
-    from datasets import build_data
-    from models import build_network
-    from utils.evaluation import evaluate
-    from utils.metrics import class_ranges
-    from utils.report import analysis_loader, epoch_analysis
+    from engine.hooks import AnalysisHook
 
     cfg = load_config(DIGITS_CE, ["nc_freq", "2", "plot_freq", "2"])
-    torch.manual_seed(0)
-    data = build_data(cfg)
-    ranges = class_ranges(cfg, data.cls_num_list)
-    net = build_network(cfg, cfg.num_classes, data.in_channels)
-    dev = torch.device("cpu")
-    metrics = evaluate(net, analysis_loader(cfg, data.test, dev), dev, ranges)
     writer = SummaryWriter(log_dir=str(tmp_path))
+    fake = _FakeTrainer(cfg, writer)
+    hook = AnalysisHook()
+    hook.trainer = fake
     try:
-        first = epoch_analysis(cfg, 1, net, data, ranges, metrics, writer, dev)
-        second = epoch_analysis(cfg, 2, net, data, ranges, metrics, writer, dev)
-        third = epoch_analysis(cfg, 3, net, data, ranges, metrics, None, dev, last=True)
+        first = fake.run(hook, 1)
+        second = fake.run(hook, 2)
+        fake.writer = None
+        third = fake.run(hook, 3, last=True)
     finally:
         writer.close()
     assert first == {}  # neither NC nor figures due at epoch 1, only the histogram

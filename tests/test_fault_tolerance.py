@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 
+import engine.trainer
 import eval as eval_script
 import train_stage1
+from engine.checkpointer import own_rank_entry
+from engine.state import StopFlag
 from tests.conftest import (DIGITS_CE, ROOT, finish, only_run_dir, read_metrics, start,
                             wait_for_rows, write_cifar)
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.errors import CheckpointError
+from utils.errors import EXIT_NONFINITE, CheckpointError
 
 MIX = ["mixup", "True", "print_freq", "3"]
 
@@ -46,7 +49,7 @@ def baseline(tmp_path_factory):
 
 def test_interrupt_inside_an_epoch_then_resume_is_exact(baseline, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = train_stage1.StopFlag.any_rank
+    real = StopFlag.any_rank
 
     def fake(self):  # a SIGTERM arriving during step 3 of epoch 2
         calls["n"] += 1
@@ -54,11 +57,11 @@ def test_interrupt_inside_an_epoch_then_resume_is_exact(baseline, tmp_path, monk
             self.signum = signal.SIGTERM
         return real(self)
 
-    monkeypatch.setattr(train_stage1.StopFlag, "any_rank", fake)
+    monkeypatch.setattr(StopFlag, "any_rank", fake)
     code = train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
                               "3", *MIX])
     assert code == 128 + signal.SIGTERM
-    monkeypatch.setattr(train_stage1.StopFlag, "any_rank", real)
+    monkeypatch.setattr(StopFlag, "any_rank", real)
     run = only_run_dir(str(tmp_path))
     ckpt = load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))
     assert (ckpt["epoch"], ckpt["iteration"]) == (1, 3)
@@ -76,10 +79,10 @@ def test_cut_epoch_statistics_are_taken_per_rank():
     """A checkpoint keeps one entry per rank; with another number of processes (or an entry
     that is not a list) the resumed epoch's statistics start empty instead of mixing ranks."""
     entry = {"losses": [1.5, 2.0], "counts": [64.0, 64.0], "correct": 30.0}
-    assert train_stage1._own_rank_entry([entry]) == entry  # one process here: rank 0
-    assert train_stage1._own_rank_entry([entry, entry]) == {}
-    assert train_stage1._own_rank_entry({"seen": 128.0}) == {}
-    assert train_stage1._own_rank_entry(None) == {}
+    assert own_rank_entry([entry]) == entry  # one process here: rank 0
+    assert own_rank_entry([entry, entry]) == {}
+    assert own_rank_entry({"seen": 128.0}) == {}
+    assert own_rank_entry(None) == {}
 
 
 def test_sigterm_then_sigkill_then_resume_is_exact(baseline, tmp_path):
@@ -107,7 +110,7 @@ def test_sigterm_then_sigkill_then_resume_is_exact(baseline, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    real = train_stage1.mixup_criterion
+    real = engine.trainer.mixup_criterion
     calls = {"n": 0}
 
     def poisoned(*a, **k):
@@ -115,10 +118,10 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
         loss = real(*a, **k)
         return loss * float("nan") if calls["n"] >= 10 else loss  # epoch 2, step 3
 
-    monkeypatch.setattr(train_stage1, "mixup_criterion", poisoned)
+    monkeypatch.setattr(engine.trainer, "mixup_criterion", poisoned)
     code = train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
                               "3", *MIX])
-    assert code == train_stage1.EXIT_NONFINITE
+    assert code == EXIT_NONFINITE
     run = only_run_dir(str(tmp_path))
     assert load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))["epoch"] == 1
     log = open(os.path.join(run, "logs", "digits_imb005_ce.txt")).read()

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from methods import ARBLoss, CrossEntropy, LabelAwareSmoothing, mixup_criterion
-from methods.grad_monitor import (GradBalanceMonitor, attraction_repulsion, coefficients,
+from analysis.grad_monitor import (GradBalanceMonitor, attraction_repulsion, coefficients,
                                   pair_norms, term_coefficients)
 
 C, D = 6, 5

@@ -7,9 +7,9 @@ import torch
 
 from config import get_cfg_defaults
 from utils.errors import ConfigError
-from utils.metrics import (calibration_errors, class_ranges, classification_report,
+from analysis.metrics import (calibration_errors, class_ranges, classification_report,
                            derive_class_ranges, topk_correct)
-from utils.schedule import lr_at_epoch
+from engine.schedule import lr_at_epoch
 
 
 def numpy_ece(conf, correct, n_bins=15):

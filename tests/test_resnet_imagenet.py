@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torchvision.models import resnet as tv_resnet
 
-import train_stage1
+from engine.trainer import build_optimizer
 from config import get_cfg_defaults
 from models import BACKBONES, LTNet, build_network, count_parameters
 from models.resnet import ResNetFE, build_resnet
@@ -129,7 +129,7 @@ def test_places_training_updates_only_block_and_classifier():
     torch.manual_seed(0)
     cfg = places_cfg(lr=0.5)
     net = build_network(cfg, 7)
-    opt = train_stage1.build_optimizer(cfg, net)
+    opt = build_optimizer(cfg, net)
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     trainable = {id(p) for m in (net.block, net.classifier) for p in m.parameters()}
     assert in_opt == trainable

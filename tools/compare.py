@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script: make the repository's packages importable
     sys.path.insert(0, ROOT)
 
-from utils.errors import EXIT_USER_ERROR, UserError, one_line  # noqa: E402
+from utils.errors import EXIT_USER_ERROR, RunError, UserError, one_line  # noqa: E402
 
 log = logging.getLogger("compare")
 
@@ -34,10 +34,6 @@ PLOTTABLE = ("acc1", "acc5", "many", "medium", "few", "ece", "mce", "train_loss"
 LABELS = {"acc1": "test Acc@1 (%)", "acc5": "test Acc@5 (%)", "many": "many-shot Acc@1 (%)",
           "medium": "medium-shot Acc@1 (%)", "few": "few-shot Acc@1 (%)", "ece": "ECE (%)",
           "mce": "MCE (%)", "train_loss": "training loss", "train_acc1": "training Acc@1 (%)"}
-
-
-class RunError(UserError):
-    """A run folder cannot be read."""
 
 
 @dataclass
@@ -142,7 +138,7 @@ def table(runs: Sequence[Run], at: str = "best", labels: Optional[Sequence[str]]
 def plot_curves(runs: Sequence[Run], path: str, metric: str = "acc1",
                 labels: Optional[Sequence[str]] = None) -> str:
     """Plot ``metric`` against epoch for every run into ``path`` (PNG)."""
-    from utils import plots
+    from analysis import plots
     curves = {}
     for i, run in enumerate(runs):
         pts = [(r["epoch"], r[metric]) for r in run.rows if _finite(r.get(metric))]
@@ -166,7 +162,7 @@ def plot_per_class(runs: Sequence[Run], path: str, report: str,
                    labels: Optional[Sequence[str]] = None) -> str:
     """Per-class accuracy and classifier weight norm against training count, all runs
     overlaid, from their eval.py reports (the first run's counts and groups are used)."""
-    from utils import plots
+    from analysis import plots
     reps = [read_report(r, report) for r in runs]
     counts = [c["train_count"] for c in reps[0]["classes"]]
     for run, rep in zip(runs, reps):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def load_checkpoint(path: str, legacy: bool = False) -> Dict[str, Any]:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if not legacy:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else "refused"
+            first = first_line(e, "refused")
             raise CheckpointError(
                 f"{path}: refused to load -- it holds objects beyond tensors and plain types "
                 f"({first[:200]}); nothing in it was run. If it is a trusted MiSLAS / ARB-Loss "
@@ -92,9 +92,8 @@ def load_checkpoint(path: str, legacy: bool = False) -> Dict[str, Any]:
             raise CheckpointError(f"{path}: not a readable checkpoint ({e2})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError,
             AttributeError, IndexError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a "
-                              f"torch file: {msg[:200]})") from None
+                              f"torch file: {first_line(e)[:200]})") from None
     if not isinstance(ckpt, dict) or "state_dict_model" not in ckpt:
         raise CheckpointError(f"{path}: not an ARB-Loss / MiSLAS checkpoint (no "
                               "'state_dict_model' entry)")

@@ -1,14 +1,21 @@
-"""User-facing errors.
+"""Every error class and exit code of the command-line tools, and the one-line message helpers.
 
-Anything a user can cause (bad yaml, missing data, bad checkpoint) is raised as a
-:class:`UserError`. The command-line entry points catch it, print one line on stderr and
-exit with status 2 -- no traceback.
+Anything a user can cause (bad yaml, missing data, bad checkpoint, an unwritable folder) is
+raised as a :class:`UserError`. The entry points catch it with :func:`exit_on_user_error`,
+print one line on stderr and exit with status 2 -- no traceback.
+
+Exit codes: 0 done; 2 user error (:data:`EXIT_USER_ERROR`); 3 the training loss became NaN /
+Inf (:data:`EXIT_NONFINITE`); 128 + N stopped by signal N after saving a resumable checkpoint
+(143 for SIGTERM, 130 for SIGINT).
 """
 from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Union
+
+EXIT_USER_ERROR = 2
+EXIT_NONFINITE = 3
 
 
 class UserError(Exception):
@@ -27,7 +34,35 @@ class CheckpointError(UserError):
     """A checkpoint cannot be read or does not fit the model."""
 
 
-EXIT_USER_ERROR = 2
+class ReportError(UserError):
+    """A report folder cannot be created or written."""
+
+
+class RunError(UserError):
+    """A run folder cannot be read."""
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or Inf (exit code :data:`EXIT_NONFINITE`)."""
+
+    def __init__(self, epoch: int, iteration: int, value: float):
+        super().__init__(f"non-finite loss ({value}) at epoch {epoch + 1}, iteration "
+                         f"{iteration + 1}; the last good checkpoint is left untouched")
+
+
+class Interrupted(Exception):
+    """SIGTERM / SIGINT received: training stopped after the current step."""
+
+
+def first_line(err: Union[BaseException, str], default: str = "") -> str:
+    """The first non-blank line of an exception's message (or of a text), for one-line errors
+    that quote a library's message; ``default`` (else the exception's class name) when blank."""
+    text = str(err).strip()
+    if text:
+        return text.splitlines()[0]
+    if default or isinstance(err, str):
+        return default
+    return type(err).__name__
 
 
 def one_line(msg: str) -> str:

@@ -31,3 +31,11 @@ def add_log_file(log_file: str) -> None:
     fh = logging.FileHandler(log_file)
     fh.setFormatter(logging.Formatter(_FMT, datefmt="%Y-%m-%d %H:%M:%S"))
     logging.getLogger().addHandler(fh)
+
+
+def format_seconds(s: float) -> str:
+    """``h:mm:ss`` for progress lines."""
+    s = int(max(s, 0))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h:d}:{m:02d}:{sec:02d}"

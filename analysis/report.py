@@ -1,7 +1,7 @@
-"""Evaluation reports (JSON, per-class CSV, figures) and the trainer's per-epoch analysis hook.
+"""Evaluation reports (JSON, per-class CSV, figures) and the per-epoch TensorBoard figures.
 
 ``eval.py`` writes a report folder with :func:`build_eval_report` + :func:`write_eval_report`;
-the trainer calls :func:`epoch_analysis` after each evaluated epoch.
+the trainer's analysis hook calls :func:`log_epoch_figures` after each evaluated epoch.
 """
 from __future__ import annotations
 
@@ -15,11 +15,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from datasets.loader import build_loader, per_rank_workers
-from utils import comm
-from utils.errors import UserError
-from utils.evaluation import predict
-from utils.neural_collapse import nc_analysis
+from utils.errors import ReportError
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +23,6 @@ ClassRanges = Mapping[str, Tuple[int, int]]
 CSV_COLUMNS = ("class", "train_count", "group", "test_count", "accuracy", "weight_norm",
                "feature_mean_norm")
 FIGURES = ("reliability.png", "per_class_accuracy.png", "weight_norm.png")
-
-
-class ReportError(UserError):
-    """The report folder cannot be created or written."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -71,30 +63,6 @@ def _num(x: Optional[float]) -> Optional[float]:
     return None if x is None or not math.isfinite(float(x)) else float(x)
 
 
-def analysis_loader(cfg, dataset, device: torch.device):
-    """An in-order loader over ``dataset`` for this rank (every sample on exactly one rank),
-    with the config's evaluation batch size and workers."""
-    world = comm.get_world_size()
-    batch = max((cfg.test_batch_size or cfg.batch_size) // world, 1)
-    return build_loader(dataset, batch, train=False, seed=cfg.seed, rank=comm.get_rank(),
-                        world_size=world, workers=per_rank_workers(cfg.workers, world),
-                        pin_memory=device.type == "cuda")
-
-
-def training_features(cfg, net: nn.Module, data, device: torch.device, autocast=None,
-                      loader=None) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-    """(features, labels) of the training set seen with test transforms (``data.train_eval``),
-    gathered over ranks; None when the data set has no such view. All ranks must call it."""
-    if data.train_eval is None:
-        log.warning("the data set offers no training view with test transforms; "
-                    "neural-collapse metrics skipped")
-        return None
-    loader = loader or analysis_loader(cfg, data.train_eval, device)
-    _, labels, feats = predict(net, loader, device, autocast, with_features=True,
-                               progress_every=cfg.print_freq, desc="training features")
-    return feats, labels
-
-
 # ----------------------------------------------------------------------------- eval report
 def build_eval_report(metrics: Mapping[str, Any], cls_num_list: Sequence[int],
                       ranges: ClassRanges, test_counts: Sequence[int],
@@ -103,7 +71,7 @@ def build_eval_report(metrics: Mapping[str, Any], cls_num_list: Sequence[int],
                       meta: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """The JSON-ready report of one evaluation.
 
-    ``metrics`` is :func:`utils.metrics.classification_report`'s dict (percent);
+    ``metrics`` is :func:`analysis.metrics.classification_report`'s dict (percent);
     ``nc`` the flat NC dict (None when skipped); ``feature_norms`` the per-class centred
     feature-mean norms; ``meta`` extra top-level entries (checkpoint, epoch, config...).
     Non-finite numbers become null.
@@ -136,7 +104,7 @@ def write_eval_report(report: Mapping[str, Any], out_dir: str, title: str = "") 
     """Write ``report.json``, ``per_class.csv`` and the PNG figures (reliability diagram,
     per-class accuracy and classifier weight norm against training count) into ``out_dir``;
     returns name -> path."""
-    from utils import plots
+    from analysis import plots
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
@@ -176,50 +144,21 @@ def write_eval_report(report: Mapping[str, Any], out_dir: str, title: str = "") 
     return paths
 
 
-# ----------------------------------------------------------------------------- trainer hook
-def epoch_analysis(cfg, epoch: int, net: nn.Module, data, ranges: ClassRanges,
-                   metrics: Mapping[str, Any], writer, device: torch.device,
-                   autocast: Optional[Callable] = None, *, last: bool = False,
-                   loader=None) -> Dict[str, float]:
-    """Per-epoch analysis for the trainer; call it on every rank after each evaluation.
-
-    * ``epoch``: epochs completed (1-based), the TensorBoard step and the period counter.
-    * ``net``: the plain :class:`models.LTNet` (not the DDP / compiled wrapper).
-    * ``metrics``: the dict :func:`utils.evaluation.evaluate` returned for this epoch.
-    * ``writer``: a SummaryWriter on rank 0, None elsewhere (then nothing is logged).
-    * ``last``: True at the final epoch: enabled periodic tasks then run off-period too.
-    * ``loader``: optional reusable loader over ``data.train_eval`` (else one is built).
-
-    Logs a histogram of the classifier row norms every call; every ``cfg.plot_freq`` epochs
-    the reliability diagram, per-class accuracy and weight-norm figures; every
-    ``cfg.nc_freq`` epochs computes NC metrics on the training features (all ranks take
-    part in the feature pass) and returns them on every rank as a flat dict of floats
-    (``nc1``, ``nc1_many``, ..., ``equinorm_means``, ``equiangular_w``, ``nc3``...; NaN
-    where undefined) for the metrics row. Returns {} when NC is not due.
-    """
-    if writer is not None:
-        from utils import plots
-        norms = classifier_row_norms(net)
-        writer.add_histogram("classifier/row_norm", norms, epoch)
-        if is_due(cfg.plot_freq, epoch, last):
-            counts = list(data.cls_num_list)
-            writer.add_figure("figures/reliability", plots.reliability_diagram(
-                metrics["calibration"], metrics["ece"], f"epoch {epoch}"), epoch)
-            writer.add_figure("figures/per_class_accuracy", plots.per_class_accuracy_plot(
-                counts, metrics["class_acc"], ranges,
-                f"epoch {epoch}: per-class accuracy"), epoch)
-            writer.add_figure("figures/weight_norm", plots.weight_norm_plot(
-                counts, norms.tolist(), ranges, f"epoch {epoch}: classifier weight norm"),
-                epoch)
-    out: Dict[str, float] = {}
-    if is_due(cfg.nc_freq, epoch, last):
-        got = training_features(cfg, net, data, device, autocast, loader)
-        if got is not None and comm.is_main_process():
-            feats, labels = got
-            out, _ = nc_analysis(feats, labels, net.classifier.fc.weight, ranges,
-                                 device=device)
-        # Only rank 0 computes; every rank returns the same dict.
-        out = comm.broadcast_object(out) if got is not None else {}
-    if writer is not None:
-        writer.flush()
-    return out
+# ----------------------------------------------------------------------------- training figures
+def log_epoch_figures(writer, epoch: int, net: nn.Module, cls_num_list: Sequence[int],
+                      ranges: ClassRanges, metrics: Mapping[str, Any], figures: bool) -> None:
+    """TensorBoard records of one evaluated epoch (rank 0's writer): a histogram of the
+    classifier row norms always; with ``figures`` also the reliability diagram, per-class
+    accuracy and weight-norm figures. ``epoch`` (1-based) is the step."""
+    from analysis import plots
+    norms = classifier_row_norms(net)
+    writer.add_histogram("classifier/row_norm", norms, epoch)
+    if figures:
+        counts = list(cls_num_list)
+        writer.add_figure("figures/reliability", plots.reliability_diagram(
+            metrics["calibration"], metrics["ece"], f"epoch {epoch}"), epoch)
+        writer.add_figure("figures/per_class_accuracy", plots.per_class_accuracy_plot(
+            counts, metrics["class_acc"], ranges, f"epoch {epoch}: per-class accuracy"), epoch)
+        writer.add_figure("figures/weight_norm", plots.weight_norm_plot(
+            counts, norms.tolist(), ranges, f"epoch {epoch}: classifier weight norm"), epoch)
+    writer.flush()

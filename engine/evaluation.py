@@ -11,7 +11,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from utils import comm
-from utils.metrics import ClassRanges, classification_report
+from analysis.metrics import ClassRanges, classification_report
+from utils.logger import format_seconds
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,18 @@ def evaluate(net: nn.Module, loader: DataLoader, device: torch.device, ranges: C
     return classification_report(logits, target, ranges)
 
 
-def format_seconds(s: float) -> str:
-    s = int(max(s, 0))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h:d}:{m:02d}:{sec:02d}"
+def training_features(cfg, net: nn.Module, data, device: torch.device, rank: int,
+                      world_size: int, autocast=None
+                      ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """(features, labels) of the training set seen with test transforms
+    (``data.train_eval``), gathered over ranks, for the neural-collapse metrics; None (and a
+    warning) when the data set has no such view. Every rank must call it."""
+    from datasets.loader import eval_loader
+    if data.train_eval is None:
+        log.warning("the data set offers no training view with test transforms; "
+                    "neural-collapse metrics skipped")
+        return None
+    loader = eval_loader(cfg, data.train_eval, device, rank, world_size)
+    _, labels, feats = predict(net, loader, device, autocast, with_features=True,
+                               progress_every=cfg.print_freq, desc="training features")
+    return feats, labels

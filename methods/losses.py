@@ -1,4 +1,7 @@
-"""ARB-Loss (attraction-repulsion-balanced loss) and its variants, in log space.
+"""Training losses with one interface, ``loss(logits, target, class_cnt=None)``, and the one
+place that decides which class counts a loss uses (:meth:`ClassCountLoss.counts_for`).
+
+ARB-Loss (attraction-repulsion-balanced loss) and its variants are computed in log space:
 
     L = -log( exp(z_y) / sum_j (n_j / n_y) exp(z_j) )
       = logsumexp_j(z_j + log n_j) - (z_y + log n_y)
@@ -14,6 +17,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from utils import comm
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -44,18 +49,31 @@ def reduce_loss(loss: torch.Tensor, reduction: str) -> torch.Tensor:
 class ClassCountLoss(nn.Module):
     """Base of the losses here: ``forward(logits, target, class_cnt=None)``.
 
-    ``count_mode`` tells the trainer what ``class_cnt`` means for this loss:
-    'batch' (computed from the batch's targets when not given), 'global' (fixed training-set
-    counts) or None (counts are ignored, e.g. plain cross-entropy).
+    ``count_mode`` says what class counts the loss uses: 'batch' (counts of the batch's
+    targets), 'global' (fixed training-set counts) or None (counts are ignored, e.g. plain
+    cross-entropy). :meth:`counts_for` turns that into the tensor the training step passes to
+    the loss, its mixup terms and the gradient monitor.
     """
 
     count_mode: Optional[str] = None
+    # DDP, batch counts: all-reduce them so every rank uses the counts of the global batch
+    global_batch_counts: bool = False
 
     def __init__(self, reduction: str = "mean"):
         super().__init__()
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
         self.reduction = reduction
+
+    def counts_for(self, target: torch.Tensor, num_classes: int) -> Optional[torch.Tensor]:
+        """The class counts of a training step whose un-permuted targets are ``target``:
+        batch counts (all-reduced over ranks when :attr:`global_batch_counts`), None for the
+        other modes (a 'global' loss uses its own buffer). Under mixup both terms use these
+        counts: the permuted targets contain the same classes."""
+        if self.count_mode != "batch":
+            return None
+        cnt = batch_class_counts(target, num_classes)
+        return comm.all_reduce_sum(cnt) if self.global_batch_counts else cnt
 
     def log_probs(self, logits: torch.Tensor, target: torch.Tensor,
                   class_cnt: Optional[torch.Tensor] = None) -> torch.Tensor:

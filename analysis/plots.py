@@ -38,7 +38,7 @@ def reliability_diagram(calibration: Mapping[str, Sequence[float]], ece: float,
                         title: str = "Reliability diagram"):
     """Accuracy against mean confidence per confidence bin, with the gap to the diagonal.
 
-    ``calibration`` is the table of :func:`utils.metrics.calibration_errors` (``count``,
+    ``calibration`` is the table of :func:`analysis.metrics.calibration_errors` (``count``,
     ``accuracy``, ``confidence`` per bin, ``edges``; bin 0 holds only confidence 0 and is
     drawn with bin 1); ``ece`` in percent goes into the title. A lower panel shows the share
     of samples per bin.

@@ -30,20 +30,12 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from methods.arb_loss import as_float, batch_class_counts
+from methods.losses import as_float
 
 __all__ = ["coefficients", "term_coefficients", "attraction_repulsion", "pair_norms",
            "GradBalanceMonitor"]
 
 GROUPS = ("many", "medium", "few")
-
-
-def _batch_counts_for(criterion, y_a: torch.Tensor, num_classes: int,
-                      class_cnt: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    # The same counts mixup_criterion uses: batch counts of the un-permuted targets.
-    if class_cnt is None and getattr(criterion, "count_mode", None) == "batch":
-        return batch_class_counts(y_a, num_classes)
-    return class_cnt
 
 
 def term_coefficients(logits: torch.Tensor, criterion, y_a: torch.Tensor,
@@ -56,11 +48,11 @@ def term_coefficients(logits: torch.Tensor, criterion, y_a: torch.Tensor,
 
     Autograd on a detached copy of the logits, so the result is exact for any loss with the
     ``(logits, target, class_cnt)`` signature (CE, ARB with batch or global counts, weighted,
-    focal, LAS) including its reduction; ``class_cnt`` as the trainer passes it (None: batch
-    counts of ``y_a`` for batch-count losses, the loss's own counts otherwise).
+    focal, LAS) including its reduction; ``class_cnt`` as the trainer passes it (None: the
+    loss's own choice for ``y_a``, :meth:`methods.ClassCountLoss.counts_for`).
     """
     z = as_float(logits.detach())
-    cnt = _batch_counts_for(criterion, y_a, z.shape[1], class_cnt)
+    cnt = class_cnt if class_cnt is not None else criterion.counts_for(y_a, z.shape[1])
     mixed = y_b is not None and lam != 1.0
     with torch.enable_grad():
         # One leaf per term: a single backward pass returns the two terms separately.

@@ -1,0 +1,100 @@
+"""Saving and restoring everything a run needs to continue exactly (detectron2's
+``Checkpointer(model, **checkpointables)`` idea).
+
+A checkpoint is one dict. It keeps the MiSLAS / ARB-Loss keys (``state_dict_model``,
+``state_dict_classifier``, ``state_dict_block``, ``epoch``, ``best_acc1``, ``its_ece``), so
+the published ``eval.py`` can read ours and we can read theirs, and adds:
+
+* ``version``, ``config`` (yaml string), ``metrics``, ``num_classes``, ``backbone``,
+  ``world_size``;
+* the :class:`~engine.state.TrainState` fields at the top level (``iteration``,
+  ``best_epoch``);
+* one entry per *shared* checkpointable (``optimizer``, ``scaler``): rank 0's state;
+* one list per *per-rank* checkpointable (``rng``, ``partial``): every rank's state, in rank
+  order, gathered in one collective.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Iterable, Mapping
+
+from utils import comm
+from utils.checkpoint import load_network_state, network_state, save_checkpoint
+from utils.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_VERSION = 2
+
+
+class Checkpointer:
+    """Saves and restores a network (an :class:`models.LTNet`) and named checkpointables.
+
+    Args:
+        net: the plain network (not the DDP / compiled wrapper).
+        state: the :class:`~engine.state.TrainState` (its fields go to the top level).
+        per_rank: name -> object whose state differs per rank.
+        shared: name -> object whose state is the same on every rank (None values skipped).
+    """
+
+    def __init__(self, net, state, per_rank: Mapping[str, Any],
+                 shared: Mapping[str, Any]):
+        self.net = net
+        self.state = state
+        self.per_rank = dict(per_rank)
+        self.shared = {k: v for k, v in shared.items() if v is not None}
+
+    def save(self, paths: Iterable[str], meta: Dict[str, Any]) -> None:
+        """Write the checkpoint to every path in ``paths`` (rank 0, atomically); ``meta``
+        adds top-level entries (config, metrics...). Every rank must call it."""
+        gathered = comm.all_gather_object({k: v.state_dict() for k, v in self.per_rank.items()})
+        if comm.is_main_process():
+            ckpt = network_state(self.net)
+            ckpt.update(self.state.state_dict())
+            ckpt.update({k: [g[k] for g in gathered] for k in self.per_rank})
+            ckpt.update({k: v.state_dict() for k, v in self.shared.items()})
+            ckpt.update(meta)
+            ckpt["version"] = CHECKPOINT_VERSION
+            ckpt["world_size"] = comm.get_world_size()
+            for path in paths:
+                save_checkpoint(ckpt, path)
+        comm.synchronize()
+
+    def restore(self, ckpt: Dict[str, Any], path: str) -> None:
+        """Load network, state and checkpointables from ``ckpt`` (read from ``path``).
+
+        Per-rank entries are restored when the checkpoint has one per rank of this run; with
+        another number of processes the random streams restart (a warning) and a cut epoch's
+        statistics start empty (its train loss then covers the remaining steps).
+        """
+        load_network_state(self.net, ckpt, path)
+        self.state.load_state_dict(ckpt)
+        other_world = False
+        for name, obj in self.per_rank.items():
+            entries = ckpt.get(name)
+            if entries is None:
+                continue
+            if not (isinstance(entries, list) and len(entries) == comm.get_world_size()):
+                other_world = True
+            entry = own_rank_entry(entries)
+            if entry:
+                obj.load_state_dict(entry)
+        if other_world:
+            log.warning("resuming with a different number of processes: random streams "
+                        "restart")
+        for name, obj in self.shared.items():
+            if name not in ckpt:
+                continue
+            try:
+                obj.load_state_dict(ckpt[name])
+            except (ValueError, KeyError) as e:
+                raise CheckpointError(f"{path}: {name} state does not fit this model "
+                                      f"({e})") from None
+
+
+def own_rank_entry(entries: Any) -> Dict[str, Any]:
+    """This rank's entry of a checkpoint's per-rank list ({} when the list is missing or was
+    written by another number of processes, so that ranks never mix)."""
+    if isinstance(entries, list) and len(entries) == comm.get_world_size():
+        return dict(entries[comm.get_rank()] or {})
+    return {}

@@ -1,0 +1,381 @@
+"""The training engine: a :class:`Trainer` that owns everything a run needs and calls hooks.
+
+    trainer = Trainer(cfg, dist_info)     # data, network, loss (cheap: nothing on disk yet)
+    print(trainer.summary())              # what --dry-run prints
+    exit_code = trainer.train()           # run folder, resume, epochs, hooks, checkpoints
+
+One epoch is :meth:`Trainer.train_one_epoch` (the optimiser loop) followed by the hooks'
+``after_epoch`` (evaluation, analysis, metrics row, checkpoint; see :mod:`engine.hooks`).
+Subclasses change one part by overriding one method (``build_network``,
+``build_optimizer``, ``set_lr``, ``train_mode``...).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from analysis.metrics import class_ranges
+from config import cfg_to_yaml, mixup_enabled
+from datasets import DataBundle, build_data
+from datasets.loader import eval_loader, shutdown_workers, train_loader
+from engine.checkpointer import Checkpointer
+from engine.evaluation import evaluate
+from engine.hooks import (AnalysisHook, CheckpointHook, EvalHook, GradMonitorHook, HookBase,
+                          MetricsHook, Step)
+from engine.runtime import autocast_factory, grad_scaler, seed_everything
+from engine.schedule import lr_at_epoch
+from engine.state import CutEpoch, RandomStreams, StopFlag, TrainState
+from methods import build_criterion, describe_criterion, mixup_criterion, mixup_data
+from models import LTNet, build_network, count_parameters
+from utils import comm
+from utils.checkpoint import load_checkpoint
+from utils.errors import (EXIT_NONFINITE, CheckpointError, ConfigError, Interrupted,
+                          NonFiniteLoss)
+from utils.logger import add_log_file, format_seconds
+from utils.rundir import RunDir, find_latest_checkpoint
+
+log = logging.getLogger("train")
+
+
+class Trainer:
+    """Stage-1 training (MiSLAS / ARB-Loss recipe) of the network, loss and data named by
+    ``cfg``, on the device and process group of ``dist``.
+
+    Owns: ``data``, ``ranges`` (many / medium / few), ``net`` (the plain network) and
+    ``train_net`` (its DDP / compiled wrapper), ``criterion``, ``optimizer``, ``scaler``,
+    ``streams`` (random streams of mixup), ``state`` (:class:`TrainState`), ``cut`` (the
+    statistics of an interrupted epoch), ``run_dir``, ``writer`` (TensorBoard, rank 0),
+    the loaders and the hooks. ``hooks`` given here run after the default ones;
+    ``data`` replaces the config's data set (benchmarks, tests).
+    """
+
+    def __init__(self, cfg, dist: comm.DistInfo, hooks: Sequence[HookBase] = (),
+                 data: Optional[DataBundle] = None):
+        self.cfg = cfg
+        self.dist = dist
+        self.device = dist.device
+        seed_everything(cfg.seed, cfg.deterministic, self.device)
+        self.data = data if data is not None else build_data(cfg)
+        if len(self.data.cls_num_list) != cfg.num_classes:
+            raise ConfigError(f"key 'num_classes' is {cfg.num_classes} but the data has "
+                              f"{len(self.data.cls_num_list)} classes")
+        self.ranges = class_ranges(cfg, self.data.cls_num_list)
+        self.net = self.build_network()
+        self.criterion = build_criterion(cfg, self.data.cls_num_list)
+        self.autocast = autocast_factory(cfg, self.device)
+        self.mixup = mixup_enabled(cfg)
+        self.extra_hooks: List[HookBase] = list(hooks)
+        self.hooks: List[HookBase] = []
+        self.state = TrainState()
+        self.cut = CutEpoch()
+        self.streams = RandomStreams(cfg.seed, dist.rank)
+        self.writer = None  # TensorBoard, rank 0 of a training run
+        # per epoch, shared with the hooks
+        self.row: Dict[str, object] = {}
+        self.metrics: Optional[dict] = None
+        self.is_best = False
+        self.last_epoch = False
+
+    # ------------------------------------------------------------------ parts
+    def build_network(self) -> LTNet:
+        """The network of ``cfg.backbone`` with a ``num_classes``-way classifier."""
+        return build_network(self.cfg, self.cfg.num_classes, self.data.in_channels)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.cfg, self.net)
+
+    def set_lr(self, epoch: int) -> float:
+        """Set the learning rate of ``epoch`` (0-based) in every group; returns it."""
+        lr = lr_at_epoch(self.cfg, epoch)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def train_mode(self) -> None:
+        """Put the network in training mode (a frozen backbone stays in eval mode)."""
+        self.train_net.train()
+
+    def default_hooks(self) -> List[HookBase]:
+        hooks: List[HookBase] = []
+        if self.cfg.grad_stats_freq > 0:
+            hooks.append(GradMonitorHook(self.cfg.grad_stats_freq))
+        return hooks + [EvalHook(), AnalysisHook(), MetricsHook(), CheckpointHook()]
+
+    def summary(self) -> str:
+        """Data set, class groups, parameter counts and loss: what ``--dry-run`` prints."""
+        cfg, counts, net = self.cfg, self.data.cls_num_list, self.net
+        parts = [f"dataset: {cfg.dataset} ({self.data.name}), {cfg.num_classes} classes, "
+                 f"data_path {cfg.data_path}",
+                 f"training images: {sum(counts)} (largest class {max(counts)}, smallest "
+                 f"{min(counts)}, imbalance ratio {max(counts) / max(min(counts), 1):.1f})",
+                 f"test images: {len(self.data.test)}",
+                 "classes many / medium / few: " + " / ".join(
+                     f"{b - a} [{a}, {b})" for a, b in self.ranges.values()),
+                 f"backbone: {cfg.backbone}, {count_parameters(net.model):,} parameters"]
+        if net.block is not None:
+            parts.append(f"block: {count_parameters(net.block):,} parameters")
+        parts.append(f"classifier: {count_parameters(net.classifier):,} parameters")
+        parts.append(f"loss: {describe_criterion(cfg)}")
+        return "\n".join(parts)
+
+    # ------------------------------------------------------------------ set-up
+    def resolve_resume(self) -> str:
+        """The checkpoint to resume from ('' for a fresh run), before anything is created."""
+        resume = self.cfg.resume
+        if resume == "auto":
+            resume = comm.broadcast_object(find_latest_checkpoint(self.cfg))
+            if not resume:
+                log.info("resume auto: no earlier run of '%s' under %s; starting fresh",
+                         self.cfg.name, self.cfg.output_dir)
+        elif resume and not os.path.isfile(resume):
+            raise CheckpointError(f"key 'resume': checkpoint not found: {resume}")
+        return resume
+
+    def setup(self) -> None:
+        """Everything :meth:`train` needs beyond what ``__init__`` built: :meth:`prepare`,
+        then the resume, the run folder and the hooks."""
+        resume = self.resolve_resume()
+        self.prepare()
+        if resume:
+            ckpt = load_checkpoint(resume, legacy=self.cfg.legacy_checkpoint)
+            self.checkpointer.restore(ckpt, resume)
+            log.info("resumed from %s at epoch %d%s", resume, self.state.epoch,
+                     f", iteration {self.state.iteration}" if self.state.iteration else "")
+        self.run_dir = RunDir.for_training(self.cfg, resume, self.state.epoch)
+        if comm.is_main_process():
+            add_log_file(self.run_dir.log_file)
+            log.info("run folder: %s", self.run_dir.path)
+            log.info("config:\n%s", cfg_to_yaml(self.cfg))
+            log.info("%s", self.summary().replace("\n", "; "))
+            self.writer = self.run_dir.tensorboard()
+        for h in self.default_hooks() + self.extra_hooks:
+            h.trainer = self
+            self.hooks.append(h)
+
+    def prepare(self) -> None:
+        """The network on its device (wrapped for DDP / compile), loss, optimiser, scaler,
+        checkpointer, loaders and stop flag: what :meth:`train_one_epoch` needs. Creates
+        nothing on disk."""
+        cfg, device, net = self.cfg, self.device, self.net
+        net.to(device)
+        if cfg.channels_last and device.type == "cuda":
+            net.to(memory_format=torch.channels_last)
+        self.criterion.to(device)
+        self.optimizer = self.build_optimizer()
+        self.scaler = grad_scaler(cfg, device)
+        self.checkpointer = Checkpointer(
+            net, self.state, per_rank={"rng": self.streams, "partial": self.cut},
+            shared={"optimizer": self.optimizer, "scaler": self.scaler})
+        self.train_net: nn.Module = net
+        if self.dist.distributed:
+            if cfg.sync_bn:
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            self.train_net = nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None)
+        if cfg.compile:
+            self.train_net = torch.compile(self.train_net)
+        rank, world = self.dist.rank, self.dist.world_size
+        self.train_loader = train_loader(cfg, self.data, device, rank, world)
+        self.test_loader = eval_loader(cfg, self.data.test, device, rank, world)
+        self.stop = StopFlag(comm.host_group())
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> int:
+        """Train from the current state to ``num_epochs``; returns the exit status (0 done,
+        128 + N stopped by signal N after saving, 3 non-finite loss)."""
+        self.setup()
+        self.stop.install()
+        try:
+            for h in self.hooks:
+                h.before_train()
+            for epoch in range(self.state.epoch, self.cfg.num_epochs):
+                self.run_epoch(epoch)
+            for h in self.hooks:
+                h.after_train()
+        except Interrupted:
+            self.save(best=False)
+            comm.on_main(log.warning, "interrupted by signal %d at epoch %d, iteration %d; "
+                         "resume with: python train_stage1.py --cfg <cfg> resume %s",
+                         self.stop.signum, self.state.epoch + 1, self.state.iteration,
+                         self.run_dir.current)
+            return 128 + self.stop.signum
+        except NonFiniteLoss as e:
+            comm.on_main(log.error, "%s", e)
+            return EXIT_NONFINITE
+        finally:
+            self.stop.restore()
+            self.close()
+        comm.on_main(log.info, "done: best Acc@1 %.2f (ECE %.2f) at epoch %d; run folder %s",
+                     self.state.best_acc1, self.state.its_ece, self.state.best_epoch,
+                     self.run_dir.path)
+        return 0
+
+    def close(self) -> None:
+        """Stop the loaders' worker processes and close TensorBoard (every exit path)."""
+        for loader in (getattr(self, "train_loader", None), getattr(self, "test_loader", None)):
+            shutdown_workers(loader)
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def run_epoch(self, epoch: int) -> None:
+        """Train one epoch, then let the hooks evaluate, analyse, record and save."""
+        for h in self.hooks:
+            h.before_epoch()
+        lr = self.set_lr(epoch)
+        stats = self.train_one_epoch(epoch)
+        comm.broadcast_buffers(self.net)  # evaluate and save rank 0's BatchNorm statistics
+        self.state.epoch = epoch + 1
+        self.last_epoch = self.state.epoch == self.cfg.num_epochs
+        self.row = {"epoch": self.state.epoch, "lr": lr, **stats}
+        self.metrics, self.is_best = None, False
+        for h in self.hooks:
+            h.after_epoch()
+
+    def train_one_epoch(self, epoch: int) -> Dict[str, float]:
+        """One pass over the training loader (from ``state.iteration`` when resuming inside
+        the epoch); returns the mean train loss and top-1 accuracy (percent) over all ranks.
+
+        Per-step losses stay on the device and are checked for NaN / Inf every
+        ``print_freq`` steps, so there is no host-device synchronisation per step.
+        """
+        cfg, device, criterion = self.cfg, self.device, self.criterion
+        loader = self.train_loader
+        loader.sampler.set_epoch(epoch)
+        start = self.state.iteration
+        loader.sampler.start = start * loader.batch_size
+        self.train_mode()
+        n_steps = start + len(loader)
+        losses = torch.zeros(n_steps, device=device)
+        sizes = torch.zeros(n_steps, device=device)
+        if start and self.cut.losses:  # resuming inside this epoch: the steps already taken
+            losses[:start] = torch.tensor(self.cut.losses, device=device)
+            sizes[:start] = torch.tensor(self.cut.counts, device=device)
+        correct = torch.full((), float(self.cut.correct if start else 0.0), device=device)
+        progress = _Progress(self, epoch, n_steps, start)
+        i, checked = start - 1, start
+        for i, (x, y) in enumerate(loader, start=start):
+            progress.got_batch(y.shape[0])
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            if cfg.channels_last and device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            if self.mixup:
+                x, y_a, y_b, lam = mixup_data(x, y, cfg.alpha, self.streams.numpy,
+                                              self.streams.torch)
+            else:
+                y_a, y_b, lam = y, y, 1.0
+            cnt = criterion.counts_for(y_a, cfg.num_classes)
+            global_step = epoch * n_steps + i
+            want_features = any(h.wants_features(global_step) for h in self.hooks)
+            feats = None
+            with self.autocast():
+                if want_features:
+                    out, feats = self.train_net(x, return_features=True)
+                else:
+                    out = self.train_net(x)
+            loss = mixup_criterion(criterion, out.float(), y_a, y_b, lam, cnt)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            losses[i] = loss.detach()
+            sizes[i] = y.shape[0]
+            correct += (out.detach().argmax(1) == y).sum()
+            step = Step(epoch, i, global_step, out.detach(),
+                        None if feats is None else feats.detach(), y_a,
+                        y_b if lam != 1.0 else None, lam, cnt)
+            for h in self.hooks:
+                h.after_step(step)
+            if (i + 1) % cfg.print_freq == 0 or i == n_steps - 1:
+                _check_finite(losses, checked, i + 1, epoch)
+                checked = i + 1
+                progress.log(i, losses[i])
+            if self.stop.any_rank():
+                _check_finite(losses, checked, i + 1, epoch)
+                self.cut.losses = losses[:i + 1].tolist()
+                self.cut.counts = sizes[:i + 1].tolist()
+                self.cut.correct = float(correct)
+                self.state.iteration = i + 1
+                raise Interrupted()
+            progress.step_done()
+        _check_finite(losses, checked, i + 1, epoch)
+        stats = torch.tensor([float(sizes.double().sum()),
+                              float((losses.double() * sizes.double()).sum()), float(correct)],
+                             dtype=torch.float64, device=device)
+        seen, loss_sum, corr = comm.all_reduce_sum(stats).tolist()
+        self.cut.clear()
+        self.state.iteration = 0
+        return {"train_loss": loss_sum / max(seen, 1), "train_acc1": 100.0 * corr / max(seen, 1)}
+
+    def evaluate(self) -> dict:
+        """Metrics of the current network on the test set (every rank gets them)."""
+        return evaluate(self.net, self.test_loader, self.device, self.ranges, self.autocast)
+
+    def save(self, best: bool) -> None:
+        """Write ``current.pth.tar`` (and ``model_best.pth.tar`` when ``best``); every rank
+        must call it."""
+        paths = [self.run_dir.current] + ([self.run_dir.best] if best else [])
+        metrics = {k: v for k, v in (self.metrics or {}).items() if isinstance(v, (int, float))}
+        self.checkpointer.save(paths, {"config": cfg_to_yaml(self.cfg), "metrics": metrics,
+                                       "num_classes": self.cfg.num_classes,
+                                       "backbone": self.cfg.backbone})
+
+
+def build_optimizer(cfg, net: LTNet) -> torch.optim.Optimizer:
+    """SGD with one parameter group per trainable part (backbone, block, classifier), as the
+    reference; the trainer sets ``lr`` every epoch."""
+    groups = [{"params": [p for p in m.parameters() if p.requires_grad]}
+              for m in net.parts().values()]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr,
+                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+class _Progress:
+    """The progress line of the training loop, every ``print_freq`` steps on rank 0: loss, lr,
+    images/s and the time spent waiting for the loader since the last line, peak GPU memory,
+    and the epoch's ETA (as torchvision's ``MetricLogger.log_every``)."""
+
+    def __init__(self, trainer: Trainer, epoch: int, n_steps: int, start: int):
+        self.t, self.epoch, self.n_steps, self.start = trainer, epoch, n_steps, start
+        self.t0 = self.window_t0 = self.step_end = time.time()
+        self.images = 0
+        self.waiting = 0.0
+
+    def got_batch(self, size: int) -> None:
+        self.waiting += time.time() - self.step_end
+        self.images += size
+
+    def step_done(self) -> None:
+        self.step_end = time.time()
+
+    def log(self, i: int, loss: torch.Tensor) -> None:
+        t, now = self.t, time.time()
+        if comm.is_main_process():
+            eta = (now - self.t0) / max(i + 1 - self.start, 1) * (self.n_steps - i - 1)
+            mem = ""
+            if t.device.type == "cuda":
+                mem = f" mem {torch.cuda.max_memory_allocated(t.device) / 2**20:.0f}MB"
+            log.info("Epoch [%d/%d][%d/%d] loss %.4f lr %.5f %.0f img/s data %.3fs%s eta %s",
+                     self.epoch + 1, t.cfg.num_epochs, i + 1, self.n_steps, float(loss),
+                     t.optimizer.param_groups[0]["lr"],
+                     self.images / max(now - self.window_t0, 1e-9), self.waiting, mem,
+                     format_seconds(eta))
+        self.window_t0, self.images, self.waiting = now, 0, 0.0
+
+
+def _check_finite(losses: torch.Tensor, a: int, b: int, epoch: int) -> None:
+    window = losses[a:b]
+    bad = ~torch.isfinite(window)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0])
+        raise NonFiniteLoss(epoch, a + first, float(window[first]))
