@@ -21,19 +21,12 @@ import torch
 import torch.nn as nn
 from torchvision.models import resnet as tv_resnet
 
+from models.heads import PooledClassifier
 from models.resnet import RESNET_SPECS, build_resnet, torchvision_weights
-from models.resnet_cifar import Classifier
 from utils.checkpoint import _mismatch, strip_module_prefix
 from utils.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
-
-
-class PooledClassifier(Classifier):
-    """``fc`` on the globally average-pooled feature map (B x C x H x W -> B x C)."""
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
 
 
 def extra_block(channels: int) -> nn.Module:

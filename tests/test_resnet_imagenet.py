@@ -9,8 +9,8 @@ from torchvision.models import resnet as tv_resnet
 import train_stage1
 from config import get_cfg_defaults
 from models import BACKBONES, LTNet, build_network, count_parameters
+from models.heads import PooledClassifier
 from models.resnet import ResNetFE, build_resnet
-from models.resnet_places import PooledClassifier
 from utils.checkpoint import load_network_state, network_state
 from utils.errors import CheckpointError, ConfigError
 
