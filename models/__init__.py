@@ -1,4 +1,5 @@
-"""Backbones (name -> builder) and the network that joins backbone, optional block and classifier."""
+"""Backbones (name -> builder) and the network that joins backbone, optional block, classifier
+and optional learnable weight scaling."""
 from __future__ import annotations
 
 from typing import Callable, Dict, Optional
@@ -7,14 +8,14 @@ import torch
 import torch.nn as nn
 
 from models import resnet, resnet_cifar
-from models.resnet_cifar import Classifier
+from models.heads import Classifier
 from utils.errors import ConfigError
 
+CIFAR_BACKBONES = ("resnet8_fe", "resnet20_fe", "resnet32_fe", "resnet44_fe", "resnet56_fe",
+                   "resnet110_fe")
 # name -> builder(in_channels) returning a feature extractor with an ``out_dim`` attribute
 BACKBONES: Dict[str, Callable[[int], nn.Module]] = {
-    name: getattr(resnet_cifar, name)
-    for name in ("resnet8_fe", "resnet20_fe", "resnet32_fe", "resnet44_fe", "resnet56_fe",
-                 "resnet110_fe")
+    name: getattr(resnet_cifar, name) for name in CIFAR_BACKBONES
 }
 # ImageNet ResNets (torchvision architecture and key names) for ImageNet-LT / iNat / Places-LT
 BACKBONES.update({name: getattr(resnet, name)
@@ -22,28 +23,35 @@ BACKBONES.update({name: getattr(resnet, name)
 
 
 class LTNet(nn.Module):
-    """backbone (``model``) -> optional ``block`` -> ``classifier``.
+    """backbone (``model``) -> optional ``block`` -> ``classifier`` -> optional ``lws``.
 
-    The attribute names are the checkpoint keys' suffixes (``state_dict_model``,
-    ``state_dict_block``, ``state_dict_classifier``). A backbone marked ``frozen`` is kept in
-    eval mode and receives no gradient.
+    The parts are saved as ``state_dict_model``, ``state_dict_block``,
+    ``state_dict_classifier`` and ``state_dict_lws_model`` (the MiSLAS key names; ``lws`` is
+    MiSLAS's stage-2 learnable weight scaling, :class:`models.heads.LearnableWeightScaling`,
+    which multiplies the logits). A backbone marked ``frozen`` is kept in eval mode and
+    receives no gradient. Stage 2 loads a stage-1 checkpoint first, then attaches
+    ``net.lws = LearnableWeightScaling(num_classes)``, as MiSLAS train_stage2.py does.
     """
 
     def __init__(self, model: nn.Module, classifier: nn.Module,
-                 block: Optional[nn.Module] = None, frozen_backbone: bool = False):
+                 block: Optional[nn.Module] = None, frozen_backbone: bool = False,
+                 lws: Optional[nn.Module] = None):
         super().__init__()
         self.model = model
         self.block = block
         self.classifier = classifier
+        self.lws = lws
         self.frozen_backbone = frozen_backbone
         if frozen_backbone:
             self.model.requires_grad_(False)
 
     def parts(self) -> Dict[str, nn.Module]:
-        """Checkpoint name -> module for every part that exists."""
+        """Checkpoint name (``state_dict_<name>``) -> module for every part that exists."""
         out = {"model": self.model, "classifier": self.classifier}
         if self.block is not None:
             out["block"] = self.block
+        if self.lws is not None:
+            out["lws_model"] = self.lws
         return out
 
     def train(self, mode: bool = True) -> "LTNet":
@@ -62,10 +70,13 @@ class LTNet(nn.Module):
         return self.block(feat) if self.block is not None else feat
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
-        """Logits; with ``return_features`` also the classifier's ``fc`` input (B x d), which
-        the gradient monitor and neural-collapse metrics use."""
+        """Logits (scaled by ``lws`` when there is one); with ``return_features`` also the
+        classifier's ``fc`` input (B x d), which the gradient monitor and neural-collapse
+        metrics use."""
         h = self.classifier.embed(self.features(x))
         logits = self.classifier.fc(h)
+        if self.lws is not None:
+            logits = self.lws(logits)
         return (logits, h) if return_features else logits
 
 
@@ -73,10 +84,12 @@ def build_network(cfg, num_classes: int, in_channels: int = 3,
                   pretrained: Optional[bool] = None) -> LTNet:
     """The network named by ``cfg.backbone`` with a ``num_classes``-way classifier.
 
-    For ``dataset: places`` this is the Places-LT recipe (frozen ImageNet-pretrained
-    backbone + trainable block + pooling classifier, see :mod:`models.resnet_places`);
-    ``pretrained`` only matters there (None: load weights unless ``cfg.resume`` names a
-    checkpoint).
+    The classifier starts as in the published code of the backbone's family: kaiming-normal
+    weights for the CIFAR ResNets, nn.Linear's initialisation for the ImageNet ResNets (see
+    :mod:`models.heads`). For ``dataset: places`` this is the Places-LT recipe (frozen
+    ImageNet-pretrained backbone without its last bottleneck + trainable block + pooling
+    classifier, see :mod:`models.resnet_places`); ``pretrained`` only matters there (None:
+    load weights unless ``cfg.resume`` names a checkpoint).
     """
     if cfg.backbone not in BACKBONES:
         raise ConfigError(f"key 'backbone' is {cfg.backbone!r}; accepted: "
@@ -85,8 +98,10 @@ def build_network(cfg, num_classes: int, in_channels: int = 3,
         from models.resnet_places import build_places_network
         return build_places_network(cfg, num_classes, in_channels, pretrained)
     backbone = BACKBONES[cfg.backbone](in_channels)
-    return LTNet(backbone, Classifier(backbone.out_dim, num_classes))
+    init = "kaiming" if cfg.backbone in CIFAR_BACKBONES else "linear"
+    return LTNet(backbone, Classifier(backbone.out_dim, num_classes, init))
 
 
 def count_parameters(module: Optional[nn.Module]) -> int:
+    """Number of parameters of ``module`` (0 for None)."""
     return 0 if module is None else sum(p.numel() for p in module.parameters())

@@ -2,7 +2,8 @@
 
 State-dict keys match the MiSLAS / ARB-Loss releases: ``conv1, bn1, layer1..3.k.{conv1,bn1,
 conv2,bn2}``; option-A shortcuts hold no parameters. ``resnet32_fe`` has 463,504 parameters
-and returns 64-d features.
+and returns 64-d features. Its classifier is :class:`models.heads.Classifier` with
+``init="kaiming"`` (MiSLAS models/resnet_cifar.py ``Classifier``).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 
 
 def _init_weights(m: nn.Module) -> None:
+    # MiSLAS models/resnet_cifar.py ``_weights_init``: kaiming-normal convolutions
     if isinstance(m, (nn.Linear, nn.Conv2d)):
         nn.init.kaiming_normal_(m.weight)
 
@@ -73,25 +75,6 @@ class ResNetCIFAR(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
-
-
-class Classifier(nn.Module):
-    """Linear classifier with the released key name ``fc``.
-
-    Every classifier here is ``fc(embed(x))``: ``embed`` turns the backbone output into the
-    vector the linear layer sees (identity here, pooling for the Places recipe).
-    """
-
-    def __init__(self, feat_in: int, num_classes: int):
-        super().__init__()
-        self.fc = nn.Linear(feat_in, num_classes)
-        self.apply(_init_weights)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.embed(x))
 
 
 def _depth(n: int):

@@ -1,4 +1,5 @@
 """ImageNet ResNet backbones and the Places-LT recipe (frozen backbone + block + classifier)."""
+import types
 import urllib.error
 
 import pytest
@@ -8,9 +9,9 @@ from torchvision.models import resnet as tv_resnet
 
 from engine.trainer import build_optimizer
 from config import get_cfg_defaults
-from models import BACKBONES, LTNet, build_network, count_parameters
+from models import BACKBONES, LTNet, build_network, count_parameters, resnet_places
+from models.heads import PooledClassifier
 from models.resnet import ResNetFE, build_resnet
-from models.resnet_places import PooledClassifier
 from utils.checkpoint import load_network_state, network_state
 from utils.errors import CheckpointError, ConfigError
 
@@ -21,12 +22,12 @@ LAYERS = {"resnet10_fe": [1, 1, 1, 1], "resnet50_fe": [3, 4, 6, 3],
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
-def expected_keys(name: str) -> set:
+def expected_keys(name: str, layers=None) -> set:
     """torchvision's key names, written out from the architecture description."""
     bottleneck = name != "resnet10_fe"
     convs = (1, 2, 3) if bottleneck else (1, 2)
     keys = {"conv1.weight"} | {f"bn1.{s}" for s in BN}
-    for layer, blocks in enumerate(LAYERS[name], start=1):
+    for layer, blocks in enumerate(layers or LAYERS[name], start=1):
         for b in range(blocks):
             pre = f"layer{layer}.{b}"
             keys |= {f"{pre}.conv{i}.weight" for i in convs}
@@ -39,8 +40,8 @@ def expected_keys(name: str) -> set:
 
 def places_cfg(**kw):
     cfg = get_cfg_defaults()
-    cfg.dataset, cfg.backbone, cfg.num_classes, cfg.not_pretrained = \
-        "places", "resnet10_fe", 7, True
+    cfg.dataset, cfg.backbone, cfg.num_classes = "places", "resnet10_fe", 7
+    cfg.not_pretrained = True
     for k, v in kw.items():
         cfg[k] = v
     return cfg
@@ -115,14 +116,133 @@ def test_places_network_structure():
     assert logits.shape == (2, 7) and h.shape == (2, 512)
 
 
-def test_places_resnet50_block_is_2048_512_2048():
+# Places backbones as in MiSLAS models/resnet_places.py: the ImageNet ResNet less its last
+# layer4 bottleneck (ResNet-152: [3, 8, 36, 2]); the block is Bottleneck(2048, 512).
+PLACES = {"resnet50_fe": ([3, 4, 6, 2], 19_045_440), "resnet101_fe": ([3, 4, 23, 2], 38_037_568),
+          "resnet152_fe": ([3, 8, 36, 2], 53_681_216)}
+BLOCK_PARAMS = 2048 * 512 + 9 * 512 * 512 + 512 * 2048 + 2 * (512 + 512 + 2048)
+
+
+@pytest.mark.parametrize("name", sorted(PLACES))
+def test_places_backbone_lacks_the_last_bottleneck(name):
+    layers, frozen = PLACES[name]
     with torch.device("meta"):
-        net = build_network(places_cfg(backbone="resnet50_fe"), 365)
-    assert count_parameters(net.model) == 23_508_032 and not net.model.pool
-    assert count_parameters(net.block) == 4_462_592
+        net = build_network(places_cfg(backbone=name), 365)
+    assert count_parameters(net.model) == frozen and not net.model.pool
+    assert set(net.model.state_dict()) == expected_keys(name, layers)
+    assert count_parameters(net.block) == BLOCK_PARAMS == 4_462_592
+    # the block takes exactly the place (and size) of the removed layer4.2
+    assert frozen + BLOCK_PARAMS == PARAMS[name][0]
     assert (net.block.conv1.in_channels, net.block.conv1.out_channels,
-            net.block.conv3.out_channels) == (2048, 512, 2048)
+            net.block.conv3.out_channels, net.block.stride) == (2048, 512, 2048, 1)
     assert net.classifier.fc.in_features == 2048
+
+
+def _randomise_bn(module: torch.nn.Module, seed: int) -> None:
+    """Non-trivial BN statistics and affine terms, so that loading them shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.0, generator=g)
+                m.bias.normal_(0, 0.1, generator=g)
+                m.running_mean.normal_(0, 0.1, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+
+
+@pytest.fixture(scope="module")
+def tv_resnet152_state():
+    """A full torchvision ResNet-152 state dict (random weights, no download)."""
+    torch.manual_seed(2)
+    ref = torchvision.models.resnet152()
+    _randomise_bn(ref, 3)
+    return ref.state_dict()
+
+
+def _mislas_logits(model, block, fc, x):
+    """MiSLAS train_stage1.py / validate for Places, written out: ``model`` (ResNet_FE, no
+    pooling) under no_grad, then ``block``, then resnet_places.Classifier (avgpool, flatten,
+    fc)."""
+    with torch.no_grad():
+        feat = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        feat = model.layer4(model.layer3(model.layer2(model.layer1(feat))))
+    feat = block(feat)
+    return fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(feat, 1), 1))
+
+
+def test_mislas_places_checkpoint_loads_and_matches_mislas_forward(tv_resnet152_state):
+    # MiSLAS's Places model: torchvision's ResNet-152 with layer4 cut to two blocks, plus a
+    # Bottleneck(2048, 512) block and a 2048 -> 365 fc, saved from DataParallel ("module.").
+    ref = torchvision.models.resnet152()
+    ref.layer4 = ref.layer4[:2]
+    del ref.fc
+    ref.load_state_dict({k: v for k, v in tv_resnet152_state.items()
+                         if not k.startswith(("fc.", "layer4.2."))})
+    torch.manual_seed(4)
+    block = tv_resnet.Bottleneck(2048, 512)
+    _randomise_bn(block, 5)
+    fc = torch.nn.Linear(2048, 365)
+    ckpt = {"epoch": 30, "best_acc1": 40.0, "its_ece": 9.0,
+            "state_dict_model": {"module." + k: v for k, v in ref.state_dict().items()},
+            "state_dict_block": {"module." + k: v for k, v in block.state_dict().items()},
+            "state_dict_classifier": {"module.fc." + k: v for k, v in fc.state_dict().items()}}
+    net = build_network(places_cfg(backbone="resnet152_fe", resume="best.pth.tar"), 365)
+    load_network_state(net, ckpt, "mislas_places.pth.tar")
+    x = torch.randn(2, 3, 64, 64)
+    ref.eval(), block.eval(), net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), _mislas_logits(ref, block, fc, x))
+    # training mode: frozen backbone in eval mode, the block's BN on batch statistics
+    block.train(), net.train()
+    assert not net.model.training and net.block.training
+    torch.testing.assert_close(net(x), _mislas_logits(ref, block, fc, x))
+    torch.testing.assert_close(net.block.bn3.running_mean, block.bn3.running_mean)
+
+
+def test_places_torchvision_weights_lose_last_bottleneck_and_fc(tv_resnet152_state,
+                                                                 monkeypatch):
+    fake = types.SimpleNamespace(url="https://example.invalid/resnet152.pth",
+                                 get_state_dict=lambda **kw: dict(tv_resnet152_state))
+    monkeypatch.setattr(resnet_places, "torchvision_weights", lambda name: fake)
+    net = build_network(places_cfg(backbone="resnet152_fe", not_pretrained=False), 365)
+    want = {k: v for k, v in tv_resnet152_state.items()
+            if not k.startswith(("fc.", "layer4.2."))}
+    got = net.model.state_dict()
+    assert set(got) == set(want)
+    for k, v in got.items():
+        torch.testing.assert_close(v, want[k], rtol=0, atol=0, msg=k)
+
+
+def test_places_resnet50_pretrained_path_loads_strictly_without_layer4_2(tmp_path):
+    # The published resnet50_fe for Places ([3, 4, 6, 3]) cannot take these weights strictly
+    # once layer4.2 is deleted; ours ([3, 4, 6, 2]) takes every remaining tensor.
+    torch.manual_seed(6)
+    full = torchvision.models.resnet50().state_dict()
+    path = tmp_path / "resnet50.pth"
+    torch.save(full, path)
+    net = build_network(places_cfg(backbone="resnet50_fe", not_pretrained=False,
+                                   pretrained_path=str(path)), 365)
+    got = net.model.state_dict()
+    assert set(got) == {k for k in full if not k.startswith(("fc.", "layer4.2."))}
+    for k, v in got.items():
+        torch.testing.assert_close(v, full[k], rtol=0, atol=0, msg=k)
+    published = ResNetFE(tv_resnet.Bottleneck, [3, 4, 6, 3], pool=False)
+    with pytest.raises(RuntimeError, match="Missing key.*layer4.2"):
+        published.load_state_dict(got)
+
+
+def test_places_init_follows_mislas_build_order():
+    # MiSLAS builds model, classifier (nn.Linear's init), block (PyTorch's default init)
+    torch.manual_seed(7)
+    net = build_network(places_cfg(), 7)
+    torch.manual_seed(7)
+    resnet_places.build_frozen_backbone("resnet10_fe")
+    fc = torch.nn.Linear(512, 7)
+    block = tv_resnet.Bottleneck(512, 128)
+    torch.testing.assert_close(net.classifier.fc.weight, fc.weight, rtol=0, atol=0)
+    torch.testing.assert_close(net.classifier.fc.bias, fc.bias, rtol=0, atol=0)
+    for k, v in block.state_dict().items():
+        torch.testing.assert_close(net.block.state_dict()[k], v, rtol=0, atol=0, msg=k)
 
 
 def test_places_training_updates_only_block_and_classifier():
