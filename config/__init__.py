@@ -25,6 +25,7 @@ _CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "amp": ("none", "bf16", "fp16"),
     "las_shape": ("concave", "linear", "convex", "exp"),
+    "class_order": ("reference", "stable"),
 }
 
 

@@ -72,6 +72,7 @@ _C.sync_bn = False  # SyncBatchNorm under DDP
 _C.arb_global_batch_counts = False  # DDP: ARB batch counts of the whole global batch (all-reduced)
 _C.train_list = ''  # image-list data: training list file under data_path ('' = data set default)
 _C.test_list = ''  # image-list data: test list file under data_path ('' = data set default)
+_C.class_order = 'reference'  # image-list count ties: reference (published numpy 1.x) | stable (id)
 _C.image_size = 224  # image-list data: training crop / test centre-crop size
 _C.resize_size = 256  # image-list data: test images are resized to this before the centre crop
 _C.pretrained_path = ''  # Places-LT: local file with ImageNet ResNet weights

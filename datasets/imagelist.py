@@ -1,25 +1,29 @@
 """Image-list data sets: ImageNet-LT, iNaturalist 2018 and Places-LT with one class.
 
-Each split is a text file under ``data_path`` with one ``<relative image path> <label>`` per
-line (the path may contain spaces: the label is the last field). Class ids are remapped so that
-0 is the most frequent training class (descending count, ties by original id) and the test list
-uses the same map. Parsing, counting and remapping are vectorised with numpy (no Python object
-per line, no per-class scan; see bench/bench_imagelist_index.py for the 437,513-line
-iNaturalist size). Building a bundle reads only the list files; images are opened in
-``__getitem__``.
+Each split is a text file with one ``<relative image path> <label>`` per line (the path may
+contain spaces: the label is the last field); image paths are relative to ``data_path``. The
+list files are looked for in ``data_path`` first, then where the published code reads them
+(see :data:`LIST_SPECS`). Class ids are remapped so that 0 is the most frequent training class
+(descending count; ties as the published code broke them, or by original id with
+``class_order: stable``, see datasets/class_order.py) and the test list uses the same map.
+Parsing, counting and remapping are vectorised with numpy (no Python object per line, no
+per-class scan; see bench/bench_imagelist_index.py for the 437,513-line iNaturalist size).
+Building a bundle reads only the list files; images are opened in ``__getitem__``.
 """
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, NoReturn, Optional, Sequence, Tuple
+from typing import Callable, Dict, NamedTuple, NoReturn, Optional, Sequence, Tuple
 
 import numpy as np
 import torchvision.transforms as T
 from PIL import Image
 
+from datasets.class_order import MODES, class_order
 from datasets.common import DataBundle, SeededImageDataset
 from utils.errors import ConfigError, DataError
 
@@ -27,12 +31,33 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# MiSLAS and ARB-Loss datasets/ina2018.py normalise iNaturalist 2018 with its own statistics
+INAT_MEAN = (0.466, 0.471, 0.380)
+INAT_STD = (0.195, 0.194, 0.192)
 
-# dataset key -> (display name, default training list, default test list)
-LIST_SPECS: Dict[str, Tuple[str, str, str]] = {
-    "imagenet": ("ImageNet-LT", "ImageNet_LT_train.txt", "ImageNet_LT_test.txt"),
-    "ina2018": ("iNaturalist 2018", "iNaturalist18_train.txt", "iNaturalist18_val.txt"),
-    "places": ("Places-LT", "Places_LT_train.txt", "Places_LT_test.txt"),
+
+class ListSpec(NamedTuple):
+    """One image-list data set: name, default list files, normalisation, and the folders
+    (relative to the working directory) where the published code reads the lists."""
+
+    title: str
+    train_list: str
+    test_list: str
+    mean: Tuple[float, float, float]
+    std: Tuple[float, float, float]
+    published_dirs: Tuple[str, ...]
+
+
+# Published list locations: MiSLAS reads every list from ./datasets/data_txt/; the ARB-Loss
+# fork reads ImageNet-LT's from data_path, iNaturalist's from ./data/iNaturelist2018/ (sic)
+# and Places-LT's from ./data/Places/Places-LT/ (datasets/{imagenet,ina2018,places}.py).
+LIST_SPECS: Dict[str, ListSpec] = {
+    "imagenet": ListSpec("ImageNet-LT", "ImageNet_LT_train.txt", "ImageNet_LT_test.txt",
+                         IMAGENET_MEAN, IMAGENET_STD, ("datasets/data_txt",)),
+    "ina2018": ListSpec("iNaturalist 2018", "iNaturalist18_train.txt", "iNaturalist18_val.txt",
+                        INAT_MEAN, INAT_STD, ("datasets/data_txt", "data/iNaturelist2018")),
+    "places": ListSpec("Places-LT", "Places_LT_train.txt", "Places_LT_test.txt",
+                       IMAGENET_MEAN, IMAGENET_STD, ("datasets/data_txt", "data/Places/Places-LT")),
 }
 
 
@@ -162,7 +187,8 @@ def read_image_list(path: str, what: str = "list file") -> ImageList:
     """Parse the ``<relative path> <label>`` lines of ``path``; blank lines are skipped.
 
     Vectorised (see :func:`_parse_vectorised`); a DataError names the file and the first
-    malformed line.
+    malformed line. A UTF-8 byte-order mark at the start is dropped (editors on Windows write
+    one; it would otherwise become part of the first image path).
     """
     if not os.path.isfile(path):
         raise DataError(f"{what} not found: {path}; expected a text file of "
@@ -173,6 +199,8 @@ def read_image_list(path: str, what: str = "list file") -> ImageList:
             raw = f.read()
     except OSError as e:
         raise DataError(f"{path}: cannot read {what} ({e})") from None
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
     buf = np.frombuffer(raw if raw.endswith(b"\n") else raw + b"\n", dtype=np.uint8)
     parsed = _parse_vectorised(buf)
     if parsed is None:
@@ -190,14 +218,37 @@ def check_labels(lst: ImageList, num_classes: int) -> None:
                         f"outside [0, {num_classes}) (num_classes is {num_classes})")
 
 
-def frequency_class_map(labels: np.ndarray, num_classes: int) -> Tuple[np.ndarray, np.ndarray]:
-    """``(new_id_of_old, counts_in_new_order)``: new id 0 is the most frequent class;
-    ties keep the original id order (a stable sort of the negated counts)."""
+def frequency_class_map(labels: np.ndarray, num_classes: int, mode: str = "reference"
+                        ) -> Tuple[np.ndarray, np.ndarray]:
+    """``(new_id_of_old, counts_in_new_order)``: new id 0 is the most frequent class; ties as
+    :func:`datasets.class_order.class_order` breaks them in ``mode`` ('reference': as the
+    published code, 'stable': by original id)."""
     counts = np.bincount(labels, minlength=num_classes)
-    order = np.argsort(-counts, kind="stable")  # order[new] = old
+    order = class_order(counts, mode)  # order[new] = old
     new_id_of_old = np.empty(num_classes, dtype=np.int64)
     new_id_of_old[order] = np.arange(num_classes)
     return new_id_of_old, counts[order]
+
+
+def locate_list(name: str, data_path: str, spec: ListSpec, what: str) -> str:
+    """The first existing file among ``data_path/name`` and ``name`` in each of the
+    published folders of ``spec`` (relative to the working directory, as the published code
+    reads them); an absolute ``name`` is taken as it is. A DataError lists every place tried.
+    """
+    if os.path.isabs(name):
+        tried = [name]
+    else:
+        tried = [os.path.join(data_path, name)]
+        for folder in spec.published_dirs:
+            path = os.path.abspath(os.path.join(folder, name))
+            if path not in map(os.path.abspath, tried):  # data_path may be that folder
+                tried.append(path)
+    for path in tried:
+        if os.path.isfile(path):
+            return path
+    raise DataError(f"{what} {name!r} not found; looked in: {', '.join(tried)}; expected a "
+                    "text file of '<relative image path> <label>' lines (put it in data_path, "
+                    "or set train_list / test_list)")
 
 
 class ImageListDataset(SeededImageDataset):
@@ -231,10 +282,11 @@ class ImageListDataset(SeededImageDataset):
 
 
 
-def transforms(train: bool, image_size: int = 224, resize_size: int = 256):
+def transforms(train: bool, image_size: int = 224, resize_size: int = 256,
+               mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
     """Reference transforms: train RandomResizedCrop + flip + ColorJitter(0.4, 0.4, 0.4, 0);
-    test Resize + CenterCrop; ImageNet mean / std."""
-    norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    test Resize + CenterCrop; then normalisation by the data set's mean / std."""
+    norm = [T.ToTensor(), T.Normalize(mean, std)]
     if train:
         return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(),
                           T.ColorJitter(0.4, 0.4, 0.4, 0)] + norm)
@@ -252,17 +304,23 @@ def _sizes(cfg) -> Tuple[int, int]:
 
 
 def build_imagelist(cfg, dataset: str) -> DataBundle:
-    """ImageNet-LT / iNaturalist 2018 / Places-LT from the list files under ``cfg.data_path``."""
-    title, default_train, default_test = LIST_SPECS[dataset]
+    """ImageNet-LT / iNaturalist 2018 / Places-LT: the list files from ``cfg.data_path`` or
+    the published folders (:func:`locate_list`), images under ``cfg.data_path``."""
+    spec = LIST_SPECS[dataset]
     root = cfg.data_path
-    train_file = os.path.join(root, cfg.get("train_list", "") or default_train)
-    test_file = os.path.join(root, cfg.get("test_list", "") or default_test)
+    mode = cfg.get("class_order", "reference")  # configs from before the key: the reference
+    if mode not in MODES:
+        raise ConfigError(f"key 'class_order' is {mode!r}; accepted: {', '.join(MODES)}")
+    train_file = locate_list(cfg.get("train_list", "") or spec.train_list, root, spec,
+                             f"{spec.title} training list")
+    test_file = locate_list(cfg.get("test_list", "") or spec.test_list, root, spec,
+                            f"{spec.title} test list")
     num_classes = cfg.num_classes
     image_size, resize_size = _sizes(cfg)
 
-    train = read_image_list(train_file, f"{title} training list")
+    train = read_image_list(train_file, f"{spec.title} training list")
     check_labels(train, num_classes)
-    new_id_of_old, counts = frequency_class_map(train.labels, num_classes)
+    new_id_of_old, counts = frequency_class_map(train.labels, num_classes, mode)
     if counts[-1] == 0:
         # Labels are in range, so fewer distinct classes than num_classes is the only case.
         missing = np.flatnonzero(np.bincount(train.labels, minlength=num_classes) == 0)
@@ -270,7 +328,7 @@ def build_imagelist(cfg, dataset: str) -> DataBundle:
         raise DataError(f"{train_file}: {num_classes - missing.size} distinct classes but "
                         f"num_classes is {num_classes} (class ids without training images: "
                         f"{shown})")
-    test = read_image_list(test_file, f"{title} test list")
+    test = read_image_list(test_file, f"{spec.title} test list")
     check_labels(test, num_classes)
     # One stat (no image is opened) catches a data_path that holds the lists but not the images.
     first = os.path.join(root, train.images[0])
@@ -279,17 +337,18 @@ def build_imagelist(cfg, dataset: str) -> DataBundle:
                         f"{first} (image paths in the lists are relative to data_path)")
     y_train = new_id_of_old[train.labels]
     y_test = new_id_of_old[test.labels]
-    log.info("%s: %d training images, %d test images, %d classes (%d..%d per class)", title,
-             len(y_train), len(y_test), num_classes, counts[0], counts[-1])
+    log.info("%s: %d training images, %d test images, %d classes (%d..%d per class, class "
+             "order %s); lists %s, %s", spec.title, len(y_train), len(y_test), num_classes,
+             counts[0], counts[-1], mode, train_file, test_file)
 
     def make(lst: ImageList, y: np.ndarray, train_tf: bool) -> ImageListDataset:
-        return ImageListDataset(root, lst.images, y, transforms(train_tf, image_size,
-                                                                resize_size), lst.path)
+        tf = transforms(train_tf, image_size, resize_size, spec.mean, spec.std)
+        return ImageListDataset(root, lst.images, y, tf, lst.path)
 
     return DataBundle(
         train=make(train, y_train, True), test=make(test, y_test, False),
-        cls_num_list=counts.tolist(), name=title, in_channels=3,
+        cls_num_list=counts.tolist(), name=spec.title, in_channels=3,
         train_eval=make(train, y_train, False),
-        extra={"mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+        extra={"mean": spec.mean, "std": spec.std,
                # original label of each remapped class: class_ids[new] = id in the list files
                "class_ids": np.argsort(new_id_of_old).tolist()})

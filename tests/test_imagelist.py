@@ -13,8 +13,8 @@ import train_stage1
 from config import get_cfg_defaults
 from datasets import DATASETS, build_data
 from datasets.common import apply_seeded
-from datasets.imagelist import (IMAGENET_MEAN, IMAGENET_STD, LIST_SPECS, _parse_vectorised,
-                                build_imagelist, frequency_class_map, read_image_list)
+from datasets.imagelist import (IMAGENET_MEAN, LIST_SPECS, _parse_vectorised, build_imagelist,
+                                frequency_class_map, read_image_list, transforms)
 from tests.conftest import ROOT, only_run_dir, read_metrics
 from utils.errors import DataError
 
@@ -32,15 +32,19 @@ SEED_CONFIGS = {
 
 
 def write_image_tree(root: str, dataset: str = "imagenet", train_counts=None,
-                     test_per_class: int = TEST_PER_CLASS, size: int = 16, seed: int = 0) -> str:
-    """Tiny JPEGs under ``root/{train,test}/<label>/`` and the data set's two list files
-    (shuffled lines, so label order in the file differs from frequency order)."""
+                     test_per_class: int = TEST_PER_CLASS, size: int = 16, seed: int = 0,
+                     list_dir=None) -> str:
+    """Tiny JPEGs under ``root/{train,test}/<label>/`` and the data set's two list files in
+    ``list_dir`` (default ``root``; shuffled lines, so label order in the file differs from
+    frequency order)."""
     rng = random.Random(seed)
     counts = TRAIN_COUNTS if train_counts is None else train_counts
-    _, train_list, test_list = LIST_SPECS[dataset]
-    for split, per_class, list_name in (("train", counts, train_list),
+    spec = LIST_SPECS[dataset]
+    list_dir = root if list_dir is None else list_dir
+    os.makedirs(list_dir, exist_ok=True)
+    for split, per_class, list_name in (("train", counts, spec.train_list),
                                         ("test", {c: test_per_class for c in counts},
-                                         test_list)):
+                                         spec.test_list)):
         lines = []
         for label, n in per_class.items():
             folder = os.path.join(root, split, str(label))
@@ -51,7 +55,7 @@ def write_image_tree(root: str, dataset: str = "imagenet", train_counts=None,
                 Image.new("RGB", (size + i, size), colour).save(os.path.join(root, rel))
                 lines.append(f"{rel} {label}\n")
         rng.shuffle(lines)
-        with open(os.path.join(root, list_name), "w") as f:
+        with open(os.path.join(list_dir, list_name), "w") as f:
             f.writelines(lines)
     return root
 
@@ -80,9 +84,10 @@ def labels_in(path):
 # ------------------------------------------------------------------ class map and bundle
 def test_frequency_class_map_sorts_by_count_then_id():
     labels = np.array([3, 1, 1, 0, 2, 3, 1, 2, 4, 4])  # counts 1, 3, 2, 2, 2
-    new_of_old, counts = frequency_class_map(labels, 5)
-    assert counts.tolist() == [3, 2, 2, 2, 1]
-    assert new_of_old.tolist() == [4, 0, 1, 2, 3]  # ties 2, 3, 4 keep id order
+    for mode in ("stable", "reference"):  # the same up to 16 classes (insertion sort)
+        new_of_old, counts = frequency_class_map(labels, 5, mode)
+        assert counts.tolist() == [3, 2, 2, 2, 1]
+        assert new_of_old.tolist() == [4, 0, 1, 2, 3]  # ties 2, 3, 4 keep id order
 
 
 @pytest.mark.parametrize("dataset", sorted(LIST_SPECS))
@@ -92,10 +97,10 @@ def test_registry_bundle_remaps_train_and_test(trees, dataset):
     data = build_data(make_cfg(dataset, root))
     assert data.cls_num_list == [TRAIN_COUNTS[c] for c in EXPECTED_ORDER] == [6, 4, 4, 2, 1]
     assert data.extra["class_ids"] == EXPECTED_ORDER
-    assert data.extra["mean"] == IMAGENET_MEAN and data.extra["std"] == IMAGENET_STD
-    assert data.in_channels == 3 and data.name == LIST_SPECS[dataset][0]
+    assert data.extra["mean"] == LIST_SPECS[dataset].mean
+    assert data.in_channels == 3 and data.name == LIST_SPECS[dataset].title
     new_of_old = {old: new for new, old in enumerate(EXPECTED_ORDER)}
-    _, train_list, test_list = LIST_SPECS[dataset]
+    train_list, test_list = LIST_SPECS[dataset].train_list, LIST_SPECS[dataset].test_list
     for ds, lst in ((data.train, train_list), (data.test, test_list),
                     (data.train_eval, train_list)):
         rows = labels_in(os.path.join(root, lst))
@@ -126,7 +131,6 @@ def test_items_by_index_and_seed(trees):
 
 def test_default_transforms_are_the_reference_ones(trees):
     import torchvision.transforms as T
-    from datasets.imagelist import transforms
     train, test = transforms(True), transforms(False)
     kinds = [type(t) for t in train.transforms]
     assert kinds[:3] == [T.RandomResizedCrop, T.RandomHorizontalFlip, T.ColorJitter]
@@ -137,6 +141,31 @@ def test_default_transforms_are_the_reference_ones(trees):
     assert [type(t) for t in test.transforms[:2]] == [T.Resize, T.CenterCrop]
     assert test.transforms[0].size == 256 and test.transforms[1].size == (224, 224)
     assert tuple(test.transforms[-1].mean) == IMAGENET_MEAN
+
+
+# MiSLAS and ARB-Loss datasets/{imagenet,ina2018,places}.py: one Normalize for train and test
+REFERENCE_NORM = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "ina2018": ((0.466, 0.471, 0.380), (0.195, 0.194, 0.192)),
+    "places": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(LIST_SPECS))
+def test_normalisation_is_the_reference_one_per_data_set(trees, dataset):
+    import torchvision.transforms as T
+    mean, std = REFERENCE_NORM[dataset]
+    data = build_data(make_cfg(dataset, trees[dataset]))
+    assert data.extra["mean"] == mean and data.extra["std"] == std
+    for ds in (data.train, data.test, data.train_eval):
+        norm = ds.transform.transforms[-1]
+        assert isinstance(norm, T.Normalize)
+        assert tuple(norm.mean) == mean and tuple(norm.std) == std
+    # the test item is the centre crop normalised with these values
+    img = data.test.load(0)
+    raw = T.Compose(data.test.transform.transforms[:-1])(img)
+    expected = (raw - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    torch.testing.assert_close(data.test[0][0], expected)
 
 
 def test_building_opens_no_image(trees, monkeypatch):
@@ -255,12 +284,85 @@ def test_bad_lists_name_file_and_line(tmp_path, lines, test_lines, pattern):
         build_imagelist(make_cfg("imagenet", root, num_classes=2), "imagenet")
 
 
-def test_missing_list_file_names_it_and_the_format(tmp_path):
+def test_missing_list_file_names_it_and_the_format(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
     with pytest.raises(DataError) as e:
-        build_imagelist(make_cfg("places", str(tmp_path)), "places")
+        build_imagelist(make_cfg("places", str(data)), "places")
     msg = str(e.value)
-    assert os.path.join(str(tmp_path), "Places_LT_train.txt") in msg
+    assert "\n" not in msg
+    assert msg.startswith("Places-LT training list 'Places_LT_train.txt' not found; looked in: ")
+    tried = [os.path.join(str(data), "Places_LT_train.txt"),
+             str(tmp_path / "datasets" / "data_txt" / "Places_LT_train.txt"),
+             str(tmp_path / "data" / "Places" / "Places-LT" / "Places_LT_train.txt")]
+    assert ", ".join(tried) in msg
     assert "'<relative image path> <label>'" in msg and "data_path" in msg
+    # a data_path that is itself a published folder is named once
+    with pytest.raises(DataError) as e:
+        build_imagelist(make_cfg("places", "data/Places/Places-LT"), "places")
+    assert str(e.value).count("Places-LT" + os.sep + "Places_LT_train.txt") == 1
+    # an absolute list path is the only place tried
+    with pytest.raises(DataError, match=r"looked in: /nowhere/t.txt; expected"):
+        build_imagelist(make_cfg("places", str(data), train_list="/nowhere/t.txt"), "places")
+
+
+# Where the published code reads the lists, relative to the working directory:
+# MiSLAS datasets/{imagenet,ina2018,places}.py and ARB-Loss datasets/{ina2018,places}.py.
+PUBLISHED_LIST_DIRS = [("imagenet", "datasets/data_txt"), ("ina2018", "datasets/data_txt"),
+                       ("places", "datasets/data_txt"), ("ina2018", "data/iNaturelist2018"),
+                       ("places", "data/Places/Places-LT")]
+
+
+@pytest.mark.parametrize("dataset, folder", PUBLISHED_LIST_DIRS)
+def test_lists_in_the_published_location(tmp_path, monkeypatch, dataset, folder):
+    """Lists where the published code reads them (under the working directory), images
+    under data_path: works unchanged."""
+    clone, images = tmp_path / "clone", str(tmp_path / "images")
+    list_dir = str(clone / folder)
+    write_image_tree(images, dataset, list_dir=list_dir)
+    monkeypatch.chdir(clone)
+    data = build_data(make_cfg(dataset, images))
+    spec = LIST_SPECS[dataset]
+    train_file = os.path.join(os.path.realpath(list_dir), spec.train_list)
+    assert os.path.realpath(data.train.list_file) == train_file
+    assert data.extra["class_ids"] == EXPECTED_ORDER
+    new_of_old = {old: new for new, old in enumerate(EXPECTED_ORDER)}
+    rows = labels_in(train_file)
+    assert data.train.targets.tolist() == [new_of_old[y] for _, y in rows]
+    assert data.train.path(0) == os.path.join(images, rows[0][0])
+    assert len(data.test) == 5 * TEST_PER_CLASS
+    assert data.train[(0, 1)][0].shape == (3, 32, 32)  # the image is read from data_path
+
+
+def test_lists_in_data_path_come_first(tmp_path, monkeypatch):
+    images = str(tmp_path / "images")
+    write_image_tree(images, "places", seed=1)
+    write_image_tree(images, "places", list_dir=str(tmp_path / "datasets" / "data_txt"),
+                     seed=2)  # same images, other line order
+    monkeypatch.chdir(tmp_path)
+    data = build_data(make_cfg("places", images))
+    assert data.train.list_file == os.path.join(images, "Places_LT_train.txt")
+    assert [data.train.images[i] for i in range(len(data.train))] == [
+        p for p, _ in labels_in(os.path.join(images, "Places_LT_train.txt"))]
+    # an override name is looked for in the same places
+    os.rename(tmp_path / "datasets" / "data_txt" / "Places_LT_test.txt",
+              tmp_path / "datasets" / "data_txt" / "my_test.txt")
+    data = build_data(make_cfg("places", images, test_list="my_test.txt"))
+    assert data.test.list_file == str(tmp_path / "datasets" / "data_txt" / "my_test.txt")
+
+
+def test_utf8_bom_is_not_part_of_the_first_path(tmp_path):
+    root = write_image_tree(str(tmp_path), "imagenet")
+    path = os.path.join(root, "ImageNet_LT_train.txt")
+    with open(path, "rb") as f:
+        raw = f.read()
+    with open(path, "wb") as f:
+        f.write(b"\xef\xbb\xbf" + raw)
+    lst = read_image_list(path)
+    assert lst.images[0] == raw.split(b" ", 1)[0].decode()
+    assert lst.lines[0] == 1 and len(lst.labels) == sum(TRAIN_COUNTS.values())
+    data = build_data(make_cfg("imagenet", root))  # the first image is found
+    assert data.train.images[0] == lst.images[0]
 
 
 def test_missing_first_image_is_caught_at_build(tmp_path):
@@ -317,7 +419,7 @@ def test_dry_run_of_seed_configs(trees, dataset, tmp_path, capsys, monkeypatch):
                               "data_path", trees[dataset], "num_classes", "5", *RANGES,
                               "output_dir", str(out), *extra]) == 0
     text = capsys.readouterr().out
-    assert f"dataset: {dataset} ({LIST_SPECS[dataset][0]}), 5 classes" in text
+    assert f"dataset: {dataset} ({LIST_SPECS[dataset].title}), 5 classes" in text
     assert "training images: 17 (largest class 6, smallest 1" in text
     assert "test images: 10" in text
     assert "backbone: resnet50_fe, 23,508,032 parameters" in text
