@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from config import cfg_to_yaml, load_config
+from config import cfg_to_yaml, load_config, mixup_enabled
 from datasets import build_data
 from datasets.device_pipeline import device_loader_for
 from datasets.loader import build_loader, per_rank_workers
@@ -188,7 +188,7 @@ def train_one_epoch(net: nn.Module, criterion: nn.Module, optimizer: torch.optim
     t0 = time.time()
     i = start - 1
     checked = start
-    use_mixup = cfg.mixup and cfg.alpha > 0
+    use_mixup = mixup_enabled(cfg)
     for i, (x, y) in enumerate(loader, start=start):
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from config import mixup_enabled
 from methods.arb_loss import (ARBLoss, ClassCountLoss, CrossEntropy, batch_class_counts,
                               log_counts)
 from methods.las import LabelAwareSmoothing, las_epsilons
@@ -40,6 +41,6 @@ def describe_criterion(cfg) -> str:
     if cfg.LAS:
         name += f" + label-aware smoothing ({cfg.las_shape}, head {cfg.smooth_head}, " \
                 f"tail {cfg.smooth_tail})"
-    if cfg.mixup and cfg.alpha > 0:
+    if mixup_enabled(cfg):
         name += f" + mixup (alpha {cfg.alpha})"
     return name
