@@ -154,7 +154,7 @@ def recipe(rel: str) -> str:
     return expected_loss(raw(rel)).split(" (alpha")[0]
 
 
-# One training run per loss recipe (cheapest on CIFAR-10 at imbalance factor 10: 37 images
+# One training run per loss recipe (cheapest on CIFAR-10 at imbalance factor 10: 36 images
 # from 10 a class) and per kind of data: image lists (imb_factor null), Places-LT (frozen
 # backbone + block).
 TRAIN = [
