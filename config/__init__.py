@@ -2,7 +2,12 @@
 
 Yaml files written for MiSLAS / the ARB-Loss code load unchanged: every reference key has a
 default, strings such as ``2e-4`` are decoded as numbers (as yacs does), and an integer given
-for a float key is accepted.
+for a float key is accepted. ``null`` is accepted where the published configs use it, with the
+meaning it has there: ``imb_factor: null`` for the image-list data sets (their split is fixed,
+the factor unused), ``alpha: null`` with ``mixup: False`` (unused), ``gpu: null``; a null that
+would have to be used (``imb_factor`` of CIFAR / digits, ``alpha`` with mixup on) is a
+one-line :class:`ConfigError`. MiSLAS stage-2 configs (``mode: 'stage2'``) and stage-2 keys set
+in a stage-1 run are refused with one line, never silently ignored.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from config.defaults import get_cfg_defaults
 from utils.errors import ConfigError
 
 __all__ = ["get_cfg_defaults", "load_config", "cfg_to_yaml", "cfg_from_yaml_string",
-           "mixup_enabled"]
+           "mixup_enabled", "IMAGE_LIST_DATASETS", "STAGE2_KEYS"]
 
 _CHOICES = {
     "imb_type": ("exp", "step"),
@@ -27,6 +32,22 @@ _CHOICES = {
     "las_shape": ("concave", "linear", "convex", "exp"),
     "class_order": ("reference", "stable"),
 }
+
+# Data sets with a fixed published split (list files): imb_factor is not used; the published
+# ImageNet-LT / iNaturalist / Places-LT configs say ``imb_factor: null``.
+IMAGE_LIST_DATASETS = ("imagenet", "ina2018", "places")
+
+# Keys read only by a stage-2 script (classifier re-training): shift_bn and lr_factor by MiSLAS's
+# train_stage2.py, train_stage2_instance by ARB-Loss's (entirely commented out there). Stage-1
+# training cannot honour them.
+STAGE2_KEYS = ("shift_bn", "lr_factor", "train_stage2_instance")
+
+# The defaults, frozen: the type reference of every key (a key set to null keeps its type).
+_DEFAULTS = get_cfg_defaults()
+_DEFAULTS.freeze()
+# Keys that accept null: those whose default is None, and those the published configs set null.
+_NULLABLE = frozenset([k for k, v in _DEFAULTS.items() if v is None]
+                      + ["gpu", "imb_factor", "alpha"])
 
 
 def _decode(value: Any, default: Any) -> Any:
@@ -44,6 +65,9 @@ def _decode(value: Any, default: Any) -> Any:
 
 def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     value = _decode(value, default)
+    if value is None and default is not None and key not in _NULLABLE:
+        raise ConfigError(f"{source}: key '{key}' cannot be null; it expects a "
+                          f"{type(default).__name__} (default {default!r})")
     if default is None or value is None:
         return value
     if isinstance(default, bool):
@@ -64,7 +88,8 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
         if isinstance(value, (list, tuple)):
             return list(value)
     kind = type(default).__name__
-    raise ConfigError(f"{source}: key '{key}' expects a {kind} (default {default!r}), got {value!r}")
+    raise ConfigError(f"{source}: key '{key}' expects a {kind} (default {default!r}), "
+                      f"got {value!r}")
 
 
 def _apply(cfg: CN, items: dict, source: str) -> None:
@@ -76,7 +101,7 @@ def _apply(cfg: CN, items: dict, source: str) -> None:
                               "accepted keys are listed in config/defaults.py")
         if isinstance(value, dict):
             raise ConfigError(f"{source}: key '{key}' takes a single value, not a mapping")
-        cfg[key] = _coerce(key, value, cfg[key], source)
+        cfg[key] = _coerce(key, value, _DEFAULTS[key], source)
 
 
 def _read_yaml(path: str) -> dict:
@@ -103,10 +128,16 @@ def _read_yaml(path: str) -> dict:
 
 def validate(cfg: CN) -> None:
     """Check values that do not depend on the data (class ranges are checked once counts exist)."""
+    _check_stage1(cfg)
     for key, choices in _CHOICES.items():
         if cfg[key] not in choices:
             raise ConfigError(f"key '{key}' is {cfg[key]!r}; accepted: {', '.join(choices)}")
-    if not 0.0 < cfg.imb_factor <= 1.0:
+    if cfg.imb_factor is None:
+        if cfg.dataset not in IMAGE_LIST_DATASETS:
+            raise ConfigError(f"key 'imb_factor' is null; dataset {cfg.dataset} needs a number "
+                              "in (0, 1] (null only for the image-list data sets "
+                              f"{', '.join(IMAGE_LIST_DATASETS)}, whose split is fixed)")
+    elif not 0.0 < cfg.imb_factor <= 1.0:
         raise ConfigError(f"key 'imb_factor' is {cfg.imb_factor}; accepted: a number in (0, 1]")
     positive = ("batch_size", "num_epochs", "num_classes", "print_freq", "eval_freq")
     for key in positive:
@@ -118,14 +149,44 @@ def validate(cfg: CN) -> None:
             raise ConfigError(f"key '{key}' is {cfg[key]}; accepted: an integer >= 0")
     if not cfg.lr > 0:
         raise ConfigError(f"key 'lr' is {cfg.lr}; accepted: a number > 0")
-    if cfg.weight_decay < 0 or cfg.momentum < 0 or cfg.alpha < 0:
-        raise ConfigError("keys 'weight_decay', 'momentum' and 'alpha' must be >= 0")
+    if cfg.alpha is None:
+        if cfg.mixup:
+            raise ConfigError("key 'alpha' is null but 'mixup' is True; accepted: a number >= 0 "
+                              "(mixup draws lam from Beta(alpha, alpha)), or mixup False")
+    elif cfg.alpha < 0:
+        raise ConfigError(f"key 'alpha' is {cfg.alpha}; accepted: a number >= 0")
+    if cfg.weight_decay < 0 or cfg.momentum < 0:
+        raise ConfigError("keys 'weight_decay' and 'momentum' must be >= 0")
     for key in ("head_class_idx", "med_class_idx", "tail_class_idx"):
         v = cfg[key]
         if len(v) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
             raise ConfigError(f"key '{key}' is {v}; accepted: [start, end] with two integers")
     if cfg.LAS and (cfg.smooth_head is None or cfg.smooth_tail is None):
         raise ConfigError("LAS: True needs 'smooth_head' and 'smooth_tail' (numbers in [0, 1))")
+
+
+def _check_stage1(cfg: CN) -> None:
+    """Refuse MiSLAS stage-2 configs and stage-2 keys: this code base trains stage 1 only."""
+    if cfg.mode == "stage2":
+        raise ConfigError("key 'mode' is 'stage2': a MiSLAS stage-2 config (classifier "
+                          "re-training); this code base has stage 1 only: run it with "
+                          "train_stage2.py of MiSLAS (github.com/dvlab-research/MiSLAS)")
+    if cfg.mode not in (None, "stage1"):
+        raise ConfigError(f"key 'mode' is {cfg.mode!r}; accepted: 'stage1' or null")
+    for key in STAGE2_KEYS:
+        if cfg[key] != _DEFAULTS[key]:
+            raise ConfigError(f"key '{key}' is {cfg[key]!r}: a stage-2 key (train_stage2.py "
+                              "of MiSLAS / ARB-Loss) that stage-1 training does not use; remove "
+                              f"it (or set it to {_DEFAULTS[key]!r})")
+
+
+def mixup_enabled(cfg: CN) -> bool:
+    """Whether training mixes batches: ``mixup`` on and ``alpha`` > 0.
+
+    With ``alpha`` 0 the published ``mixup_data`` (MiSLAS methods.py) draws lam = 1, i.e. no
+    mixing; ``alpha: null`` passes :func:`validate` only with mixup off.
+    """
+    return bool(cfg.mixup) and cfg.alpha is not None and cfg.alpha > 0
 
 
 def load_config(path: str, opts: Sequence[str] = ()) -> CN:
@@ -155,8 +216,3 @@ def cfg_from_yaml_string(text: str) -> CN:
     _apply(cfg, {k: v for k, v in raw.items() if k in cfg}, "checkpoint config")
     return cfg
 
-
-def mixup_enabled(cfg: CN) -> bool:
-    """Whether training mixes its batches: ``mixup`` on with ``alpha`` > 0 (a ``null`` alpha,
-    as MiSLAS's stage-2 files write it, means no mixing)."""
-    return bool(cfg.mixup) and (cfg.alpha or 0) > 0

@@ -1,7 +1,10 @@
 """Every config key, its default and what it means.
 
-The first block holds the keys of the MiSLAS / ARB-Loss reference configs with the reference
-defaults, so that their yaml files load unchanged. Keys after it are ours.
+The first block holds the keys of the published ARB-Loss code with its yacs defaults (``_C`` in
+``utils/logger.py`` of github.com/lilydedbb/ARBLOSS), so that its yaml files and MiSLAS's load
+unchanged. MiSLAS (github.com/dvlab-research/MiSLAS, ``utils/logger.py``) has the same keys and
+defaults up to ``alpha``, except ``dist_url`` ('tcp://224.66.41.62:23456' there); the keys from
+``arbloss`` on are ARB-Loss's. Keys after the block are ours.
 """
 from yacs.config import CfgNode as CN
 
@@ -16,47 +19,53 @@ _C.model_dir = 'ckps'  # sub-folder of the run folder for checkpoints
 _C.dataset = 'cifar10'  # cifar10 | cifar100 | digits | imagenet | ina2018 | places
 _C.data_path = './data/cifar10'  # folder holding the data set files
 _C.num_classes = 100  # number of classes; must match the data
-_C.imb_factor = 0.01  # n_min / n_max of the long-tailed training split, in (0, 1]
+_C.imb_factor = 0.01  # CIFAR / digits: n_min / n_max of the training split, in (0, 1];
+# null for the image-list data sets, whose split is fixed (the published configs say null)
 _C.backbone = 'resnet32_fe'  # feature extractor, see models.BACKBONES
 _C.resume = ''  # checkpoint to resume from ('auto': newest run of this name)
 _C.head_class_idx = [0, 1]  # [start, end) of the many-shot classes; [0, 1] = derive from counts
 _C.med_class_idx = [0, 1]  # [start, end) of the medium-shot classes; [0, 1] = derive
 _C.tail_class_idx = [0, 1]  # [start, end) of the few-shot classes; [0, 1] = derive
-_C.deterministic = True  # seed everything and use deterministic kernels (slower on GPU)
-_C.gpu = 0  # GPU index for single-process runs (ignored under a launcher)
+# CUDA: deterministic kernels (True) or cudnn autotuning (False). The published code seeds
+# (with 0) only when True; here runs are always seeded with `seed`. Published configs: False.
+_C.deterministic = True
+_C.gpu = 0  # GPU index for single-process runs (ignored under a launcher); null = 0
 _C.world_size = -1  # number of processes for manual set-ups; launchers set WORLD_SIZE
 _C.rank = -1  # global rank for manual set-ups; launchers set RANK
 _C.dist_url = 'env://'  # torch.distributed init method
 _C.dist_backend = 'nccl'  # backend with CUDA; without CUDA gloo is used
 _C.multiprocessing_distributed = False  # accepted for compatibility; use a launcher instead
 _C.distributed = False  # accepted for compatibility; set from the launcher environment
-_C.mode = None  # MiSLAS stage tag ('stage1' / 'stage2'); informational
+_C.mode = None  # MiSLAS stage tag: 'stage1' or null; 'stage2' configs are refused (stage 1 only)
 _C.smooth_tail = None  # LAS smoothing of the rarest class
 _C.smooth_head = None  # LAS smoothing of the most frequent class
-_C.shift_bn = False  # MiSLAS stage-2 key; accepted, unused by stage 1
-_C.lr_factor = None  # MiSLAS stage-2 key; accepted, unused by stage 1
+_C.shift_bn = False  # MiSLAS stage-2 key; any other value is refused (stage 1 only)
+_C.lr_factor = None  # MiSLAS stage-2 key; any other value is refused (stage 1 only)
 _C.lr = 0.1  # base learning rate (for the global batch)
 _C.batch_size = 128  # global batch size (split over ranks under DDP)
-_C.weight_decay = 0.002  # SGD weight decay
+_C.weight_decay = 0.002  # SGD weight decay (every published yaml sets its own: 2e-4 / 5e-4 / 1e-4)
 _C.num_epochs = 200  # training epochs
 _C.momentum = 0.9  # SGD momentum
 _C.cos = False  # cosine schedule (True) or step schedule with warm-up (False)
 _C.mixup = True  # mixup of the training batch
-_C.alpha = 1.0  # mixup Beta(alpha, alpha); 0 disables mixing
+_C.alpha = 1.0  # mixup Beta(alpha, alpha); 0 disables mixing; null only with mixup False
 _C.arbloss = False  # ARB-Loss instead of cross-entropy
 _C.warbloss = False  # ARB-Loss weighted by mean_count / n_y
 _C.arb_loss_use_global_class_cnt = False  # ARB counts: training-set counts instead of batch counts
 _C.LAS = False  # MiSLAS label-aware smoothing (combinable with ARB)
 _C.not_pretrained = False  # Places-LT: do not load ImageNet weights into the frozen backbone
 _C.arbloss_fl = False  # focal ARB-Loss: (1 - p)^2 * ARB loss
-_C.train_stage2_instance = False  # MiSLAS stage-2 key; accepted, unused by stage 1
+# ARB-Loss stage-2 key (its train_stage2.py is all commented out); True is refused (stage 1 only)
+_C.train_stage2_instance = False
 
 # ---------------------------------------------------------------- our keys
 _C.seed = 0  # seed of torch, numpy and python random (training order, mixup, init)
 _C.output_dir = 'saved'  # root of the run folders
 _C.device = 'auto'  # auto (CUDA if present, else CPU) | cpu | cuda
 _C.imb_type = 'exp'  # long-tail profile of CIFAR / digits: exp | step
-_C.warmup_epochs = 5  # step schedule: linear warm-up over this many epochs
+# step schedule (adjust_learning_rate in ARB-Loss train_stage1.py; MiSLAS's stage 1 steps at
+# 160 / 180): linear warm-up over warmup_epochs
+_C.warmup_epochs = 5
 _C.lr_steps = [160, 240]  # step schedule: lr x0.1 after the first, x0.01 after the second epoch
 _C.eval_freq = 1  # evaluate on the test set every this many epochs (and always at the end)
 _C.test_batch_size = 0  # eval batch size; 0 = batch_size
@@ -67,7 +76,9 @@ _C.plot_freq = 0  # log reliability / per-class figures to TensorBoard every N e
 _C.amp = 'none'  # mixed precision on CUDA: none | bf16 | fp16
 _C.channels_last = False  # channels_last memory format on CUDA
 _C.compile = False  # torch.compile the network
-_C.device_pipeline = False  # in-memory data (CIFAR, digits): keep the training set on the run's device and augment whole batches there
+# in-memory data (CIFAR, digits): keep the training set on the run's device and augment whole
+# batches there
+_C.device_pipeline = False
 _C.sync_bn = False  # SyncBatchNorm under DDP
 _C.arb_global_batch_counts = False  # DDP: ARB batch counts of the whole global batch (all-reduced)
 _C.train_list = ''  # image-list data: training list file under data_path ('' = data set default)

@@ -1,0 +1,286 @@
+"""The published yaml files of ARB-Loss and MiSLAS (verbatim copies under
+tests/data/published_configs, see the README.txt there) run unchanged, and our configs of the same
+name carry the published values."""
+import glob
+import os
+
+import pytest
+import yaml
+from PIL import Image
+from yacs.config import CfgNode
+
+import datasets.cifar
+import train_stage1
+from config import get_cfg_defaults, load_config
+from datasets.imagelist import LIST_SPECS
+from tests.conftest import ROOT, only_run_dir, read_metrics, run_cli, write_cifar
+from tests.test_imagelist import write_image_tree
+from utils.schedule import lr_at_epoch
+
+PUB = os.path.join(ROOT, "tests", "data", "published_configs")
+PUBLISHED = sorted(os.path.relpath(p, PUB)
+                   for p in glob.glob(os.path.join(PUB, "*", "*", "*.yaml")))
+
+
+def raw(rel: str) -> dict:
+    with open(os.path.join(PUB, rel)) as f:
+        return yaml.safe_load(f)
+
+
+STAGE1 = [p for p in PUBLISHED if raw(p)["mode"] == "stage1"]
+STAGE2 = [p for p in PUBLISHED if raw(p)["mode"] == "stage2"]
+ARB = [p for p in PUBLISHED if p.startswith("arbloss" + os.sep)]
+
+# Keys the launcher or the machine decides; ours may differ from the published value.
+EXEMPT = ("dist_url", "world_size", "rank", "gpu", "distributed", "multiprocessing_distributed",
+          "workers", "print_freq")
+# Published ARB-Loss files whose `name` is a copy-paste slip (ours say the file's stem).
+WRONG_NAMES = {
+    "cifar10/cifar10_imb001.yaml": "cifar10_imb01_stage1_mixup",
+    "cifar10/cifar10_imb002.yaml": "cifar10_imb01_stage1_mixup",
+    "cifar10/cifar10_imb01.yaml": "cifar10_imb01_stage1_mixup",
+    "cifar100/cifar100_imb001.yaml": "cifar100_imb01_stage1_mixup",
+    "cifar100/cifar100_imb002.yaml": "cifar100_imb01_stage1_mixup",
+    "cifar100/cifar100_imb01.yaml": "cifar100_imb01_stage1_mixup",
+    "imagenet/imagenet_resnet50.yaml": "imagenet_resnet50_stage1_mixup",
+}
+
+
+def yacs_load(path: str) -> CfgNode:
+    """What the published code does: yacs merge_from_file onto the defaults."""
+    cfg = get_cfg_defaults()
+    cfg.merge_from_file(path)
+    return cfg
+
+
+def expected_loss(r: dict) -> str:
+    """The dry-run's loss line, from the published flags."""
+    if r.get("arbloss"):
+        loss = "ARB-Loss (global counts)" if r.get("arb_loss_use_global_class_cnt") \
+            else "ARB-Loss (batch counts)"
+    else:
+        loss = "cross-entropy"
+    return loss + (f" + mixup (alpha {r['alpha']})" if r["mixup"] else "")
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train_stage1.py: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_the_copies_are_all_published_files():
+    assert len(PUBLISHED) == 50
+    assert len(ARB) == 32 and len(STAGE2) == 9 and len(STAGE1) == 41
+    assert all(p.startswith("mislas" + os.sep) for p in STAGE2)
+
+
+@pytest.mark.parametrize("rel", STAGE1)
+def test_stage1_files_load_as_yacs_loads_them(rel):
+    ours = load_config(os.path.join(PUB, rel))
+    ref = yacs_load(os.path.join(PUB, rel))
+    assert dict(ours) == dict(ref)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """An empty working folder and no CIFAR download (no network in tests)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets.cifar, "_try_download", lambda spec, root: False)
+
+
+@pytest.mark.parametrize("rel", PUBLISHED)
+def test_as_published_each_file_stops_with_one_line(rel, offline, tmp_path, capsys):
+    """Run as a user would, without the data: one line naming what is missing, nothing made."""
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        train_stage1.main(["--cfg", os.path.join(PUB, rel), "--dry-run", "output_dir", str(out)])
+    assert e.value.code == 2
+    line = one_error_line(capsys)
+    r = raw(rel)
+    if r["mode"] == "stage2":
+        assert "key 'mode' is 'stage2'" in line and "train_stage2.py" in line
+    elif r["dataset"].startswith("cifar"):
+        assert f"{r['dataset']} not found under data_path '{r['data_path']}'" in line
+    else:
+        listed = os.path.join(r["data_path"], LIST_SPECS[r["dataset"]][1])
+        assert f"training list not found: {listed};" in line
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------ with generated data
+@pytest.fixture(scope="module")
+def full_class_data(tmp_path_factory):
+    """data_path per data set: CIFAR with 100 images a class (so imbalance factor 0.01 keeps
+    one image in the rarest class), image lists with every published class (one line each,
+    all pointing at one JPEG: a dry-run opens no image)."""
+    root = tmp_path_factory.mktemp("full_class")
+    paths = {name: write_cifar(str(root / name), name, 100, 1) for name in ("cifar10", "cifar100")}
+    classes = {"imagenet": 1000, "ina2018": 8142, "places": 365}
+    for name, (_, train_list, test_list) in LIST_SPECS.items():
+        folder = root / name
+        folder.mkdir()
+        Image.new("RGB", (8, 8)).save(folder / "0.jpg")
+        for list_name in (train_list, test_list):
+            (folder / list_name).write_text("".join(f"0.jpg {c}\n" for c in range(classes[name])))
+        paths[name] = str(folder)
+    return paths
+
+
+@pytest.mark.parametrize("rel", STAGE1)
+def test_stage1_files_dry_run_on_data(rel, full_class_data, tmp_path, capsys):
+    r = raw(rel)
+    extra = ["not_pretrained", "True"] if r["dataset"] == "places" else []
+    out = tmp_path / "out"
+    assert train_stage1.main(["--cfg", os.path.join(PUB, rel), "--dry-run", "data_path",
+                              full_class_data[r["dataset"]], "download", "False",
+                              "output_dir", str(out), *extra]) == 0
+    text = capsys.readouterr().out
+    assert f"dataset: {r['dataset']} (" in text and f"{r['num_classes']} classes" in text
+    assert f"loss: {expected_loss(r)}\n" in text + "\n"
+    assert f"backbone: {r['backbone']}, " in text
+    if r["imb_factor"] is not None:
+        assert f"(largest class 100, smallest {int(100 * r['imb_factor'])}, imbalance ratio " \
+               f"{1 / r['imb_factor']:.1f})" in text
+    else:
+        assert f"training images: {r['num_classes']} " in text
+    assert not out.exists()
+
+
+def recipe(rel: str) -> str:
+    """The training loss and whether mixup is on."""
+    return expected_loss(raw(rel)).split(" (alpha")[0]
+
+
+# One training run per loss recipe (cheapest on CIFAR-10 at imbalance factor 10: 36 images
+# from 10 a class) and per kind of data: image lists (imb_factor null), Places-LT (frozen
+# backbone + block).
+TRAIN = [
+    "arbloss/cifar10/cifar10_imb01.yaml",  # cross-entropy
+    "mislas/cifar10/cifar10_imb01_stage1_mixup.yaml",  # cross-entropy + mixup
+    "arbloss/cifar10/cifar10_imb01_arbloss.yaml",  # ARB-Loss, batch counts
+    "arbloss/cifar10/cifar10_imb01_arbloss_mixup.yaml",  # ... + mixup
+    "arbloss/cifar10/cifar10_imb01_arbloss_ugcc.yaml",  # ARB-Loss, training-set counts
+    "arbloss/imagenet/imagenet_resnet50_arbloss_ugcc_mixup.yaml",  # ... + mixup
+    "arbloss/places/places_resnet50_arbloss_ugcc_mixup.yaml",
+]
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small")
+    paths = {"cifar10": write_cifar(str(root / "cifar10"), "cifar10", 10, 2)}
+    for name in LIST_SPECS:
+        paths[name] = write_image_tree(str(root / name), name)
+    return paths
+
+
+@pytest.mark.parametrize("rel", TRAIN)
+def test_stage1_files_train(rel, small_data, tmp_path):
+    r = raw(rel)
+    opts = ["data_path", small_data[r["dataset"]], "download", "False", "num_epochs", "1",
+            "workers", "0", "output_dir", str(tmp_path)]
+    if r["dataset"].startswith("cifar"):
+        opts += ["backbone", "resnet8_fe"]
+    else:  # 5 generated classes, 17 training images
+        opts += ["num_classes", "5", "head_class_idx", "[0, 1]", "med_class_idx", "[1, 3]",
+                 "tail_class_idx", "[3, 5]", "backbone", "resnet10_fe", "image_size", "32",
+                 "resize_size", "36", "batch_size", "6", "not_pretrained", "True"]
+    assert train_stage1.main(["--cfg", os.path.join(PUB, rel), *opts]) == 0
+    run = only_run_dir(str(tmp_path))
+    assert [row["epoch"] for row in read_metrics(run)] == [1]
+    (log,) = glob.glob(os.path.join(run, "logs", "*.txt"))
+    assert f"loss: {expected_loss(r)}" in open(log).read()
+
+
+def test_training_covers_every_recipe_and_kind_of_data():
+    assert {recipe(p) for p in TRAIN} == {recipe(p) for p in STAGE1}
+    assert {raw(p)["dataset"] for p in TRAIN} >= {"cifar10", "imagenet", "places"}
+
+
+def test_stage2_file_run_as_stage1_reaches_the_placeholder_resume(small_data, tmp_path, capsys):
+    """alpha: null with mixup: False is accepted; the placeholder checkpoint path is the normal
+    one-line 'not found' error, before anything is created."""
+    rel = os.path.join("mislas", "cifar10", "cifar10_imb01_stage2_mislas.yaml")  # imb 0.1
+    assert raw(rel)["alpha"] is None and raw(rel)["mixup"] is False
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        train_stage1.main(["--cfg", os.path.join(PUB, rel), "mode", "stage1", "shift_bn", "False",
+                           "lr_factor", "None", "data_path", small_data["cifar10"], "download",
+                           "False", "backbone", "resnet8_fe", "output_dir", str(out)])
+    assert e.value.code == 2
+    line = one_error_line(capsys)
+    assert line.endswith("checkpoint not found: Path/to/Stage1_checkpoint.pth.tar")
+    assert not out.exists()
+
+
+def test_cli_refuses_a_stage2_file_in_one_line(tmp_path):
+    out = tmp_path / "out"
+    rel = os.path.join("mislas", "cifar100", "cifar100_imb001_stage2_mislas.yaml")
+    r = run_cli("train_stage1.py", "--cfg", os.path.join(PUB, rel), "output_dir", str(out),
+                cwd=str(tmp_path))
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train_stage2.py" in lines[0], r.stderr
+    assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------ our configs
+@pytest.mark.parametrize("rel", [os.path.relpath(p, "arbloss") for p in ARB])
+def test_same_named_configs_carry_the_published_values(rel):
+    ours = load_config(os.path.join(ROOT, "config", rel))
+    pub = load_config(os.path.join(PUB, "arbloss", rel))
+    stem = os.path.splitext(os.path.basename(rel))[0]
+    differ = {k: (ours[k], pub[k]) for k in ours if k not in EXEMPT + ("name",)
+              and ours[k] != pub[k]}
+    assert differ == {}
+    assert ours.name == stem
+    assert pub.name == WRONG_NAMES.get(rel, stem)
+
+
+@pytest.mark.parametrize("ds", ["cifar10", "cifar100"])
+@pytest.mark.parametrize("r", ["001", "002", "01"])
+def test_readme_stage1_mixup_configs_are_the_published_arbloss_mixup(ds, r):
+    """The ARB-Loss README trains <ds>_imb<r>_stage1_mixup.yaml, which its repository lacks:
+    ours holds the values of its <ds>_imb<r>_arbloss_mixup.yaml."""
+    ours = load_config(os.path.join(ROOT, "config", ds, f"{ds}_imb{r}_stage1_mixup.yaml"))
+    pub = load_config(os.path.join(PUB, "arbloss", ds, f"{ds}_imb{r}_arbloss_mixup.yaml"))
+    assert {k: v for k, v in ours.items() if k not in EXEMPT + ("name",)} == \
+        {k: v for k, v in pub.items() if k not in EXEMPT + ("name",)}
+    assert ours.name == f"{ds}_imb{r}_stage1_mixup"
+
+
+SHIPPED = sorted(glob.glob(os.path.join(ROOT, "config", "*", "*.yaml")))
+
+
+@pytest.mark.parametrize("path", SHIPPED)
+def test_each_shipped_config_says_where_its_values_come_from(path):
+    text = open(path).read()
+    header = text[:text.index("\nname:")]
+    assert header.startswith("# ") and all(ln.startswith("#") for ln in header.splitlines())
+    rel = os.path.relpath(path, os.path.join(ROOT, "config"))
+    if os.path.isfile(os.path.join(PUB, "arbloss", rel)):
+        assert "Published ARB-Loss config (github.com/lilydedbb/ARBLOSS," in header
+    else:
+        assert any(ln.startswith("# Ours") for ln in header.splitlines())
+    for word in ("REFERENCE", "shared/", "HELPER"):
+        assert word not in text
+
+
+def arbloss_step_lr(base: float, epoch: int) -> float:
+    """adjust_learning_rate of the ARB-Loss train_stage1.py, step branch (MiSLAS's own stage 1
+    uses 180 where this says 240)."""
+    e = epoch + 1
+    if e <= 5:
+        return base * e / 5
+    return base * (0.01 if e > 240 else 0.1 if e > 160 else 1.0)
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if not load_config(p).cos])
+def test_step_schedules_are_the_arbloss_code_s(path):
+    cfg = load_config(path)
+    got = [lr_at_epoch(cfg, e) for e in range(cfg.num_epochs)]
+    assert got == pytest.approx([arbloss_step_lr(cfg.lr, e) for e in range(cfg.num_epochs)])
