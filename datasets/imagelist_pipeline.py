@@ -7,9 +7,11 @@ training a ResNet-50 at ~3,000 images/s needs ~15 loader cores. :class:`ImageLis
 splits the work:
 
 * loader workers read the file, draw the augmentation parameters and decode + crop to
-  uint8 S x S only. The JPEG decoder scales by 1/2, 1/4 or 1/8 during decoding (DCT scaling,
-  PIL's ``Image.draft``) whenever the crop region stays at least S x S after the reduction, and
-  the crop box is resized to S x S in one ``Image.resize(..., box=...)`` call;
+  uint8 S x S only (:func:`crop_to_uint8`). When the crop region stays at least S x S at
+  1/2, 1/4 or 1/8 of the size, PIL decodes the JPEG that much smaller (DCT scaling,
+  ``Image.draft``) and resizes the box to S x S in one ``Image.resize(..., box=...)`` call;
+  otherwise torchvision's libjpeg-turbo decoder (the same pixels as PIL) and torch's uint8
+  antialiased resize do the full-size decode and the crop-then-resize faster than PIL;
 * the uint8 batch goes to the device (pinned memory on CUDA), where flip, ColorJitter and the
   normalisation run batched.
 
@@ -17,11 +19,12 @@ Augmentation parameters are drawn exactly as the reference training transform dr
 (same torchvision functions, same order, torch's CPU generator seeded by the per-sample seed
 of :class:`datasets.common.EpochSampler`): for a given (seed, epoch, sample) the fast path
 uses the reference path's crop box, flip, jitter factors and jitter order. What differs is
-arithmetic only: the crop is resized from a DCT-scaled decode when that is allowed, edges are
-filtered with the pixels around the box instead of clamped at the box, and ColorJitter follows
-torchvision's tensor formulas in float (grey = 0.2989 R + 0.587 G + 0.114 B, clamp to [0, 1]
-after each op) instead of PIL's uint8 ImageEnhance (grey = 0.299 R + 0.587 G + 0.114 B, the
-contrast mean rounded to an integer, rounding to uint8 after each op).
+arithmetic only: a crop taken from a DCT-scaled decode (whose edges are filtered with the
+pixels around the box rather than clamped at it) differs by a few levels; a full-size crop
+matches the reference crop to +-1; ColorJitter follows torchvision's tensor formulas in float
+(grey = 0.2989 R + 0.587 G + 0.114 B, clamp to [0, 1] after each op) instead of PIL's uint8
+ImageEnhance (grey = 0.299 R + 0.587 G + 0.114 B, the contrast mean rounded to an integer,
+rounding to uint8 after each op): about 1.3 / 255 per pixel on average.
 
 Evaluation (Resize + CenterCrop) runs the reference PIL operations in the worker without
 DCT scaling and converts on the device in ToTensor + Normalize's order, so on the CPU the
@@ -29,9 +32,9 @@ batch is bit-identical to the reference transform's.
 
 ``decode='cuda'`` moves JPEG decoding to the GPU (``torchvision.io.decode_jpeg``, nvjpeg,
 batched): workers only read the bytes and the header; the main process decodes, crops and
-resizes (bilinear, antialiased, as PIL) on the device. Files that are not baseline RGB / grey
-JPEGs are decoded by the worker on the CPU; a file nvjpeg rejects is decoded on the CPU in the
-main process. Without CUDA or GPU decoding the loader logs one line and decodes on the CPU.
+resizes (bilinear, antialiased, as PIL) on the device. Files that are not RGB / grey JPEGs
+are decoded by the worker on the CPU; a file nvjpeg rejects is decoded on the CPU in the main
+process. Without CUDA or GPU decoding the loader logs one line and decodes on the CPU.
 """
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ from datasets.loader import _worker_ignores_stop_signals, worker_context
 from utils.errors import DataError
 
 __all__ = ["ImageListLoader", "imagelist_loader_for", "TrainRecipe", "draw_train_params",
-           "dct_reduction", "color_jitter", "PARAMS"]
+           "dct_reduction", "crop_to_uint8", "color_jitter", "PARAMS"]
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +139,7 @@ def dct_reduction(box_h: int, box_w: int, size: int) -> int:
 
 def resized_crop(img: Image.Image, box: Tuple[int, int, int, int], size: int,
                  draft: bool = True) -> Image.Image:
-    """``box`` = (top, left, height, width) of the (not yet decoded) ``img`` resized to
+    """PIL: ``box`` = (top, left, height, width) of the (not yet decoded) ``img`` resized to
     ``size`` x ``size`` RGB with PIL's antialiased bilinear filter; a JPEG is decoded at the
     reduction :func:`dct_reduction` allows when ``draft``."""
     i, j, h, w = box
@@ -148,7 +151,7 @@ def resized_crop(img: Image.Image, box: Tuple[int, int, int, int], size: int,
         # width // r asks for exactly r. It returns the reduced image's box in original units.
         got = img.draft("RGB", (width // r, height // r)) if r > 1 else None
         if got is not None:
-            reduction = width / got[1][2]
+            reduction = round(width / got[1][2])
     if img.mode != "RGB":
         img = img.convert("RGB")  # as the reference's Image.open(f).convert('RGB')
     # pixel k of the reduced image covers original pixels [k * r, (k + 1) * r)
@@ -159,6 +162,46 @@ def resized_crop(img: Image.Image, box: Tuple[int, int, int, int], size: int,
 def _chw(img: Image.Image) -> torch.Tensor:
     """uint8 3 x H x W of an RGB image (a writable copy, as ToTensor makes)."""
     return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def _torch_jpeg_decoder():
+    """torchvision's libjpeg-turbo decoder, or None where this torchvision has none."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:  # torchvision deprecates its image io from 0.29 on
+        return None
+    return lambda data, device="cpu": decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
+_DECODE_JPEG = _torch_jpeg_decoder()
+
+
+def crop_to_uint8(data: bytes, img: Image.Image, box: Tuple[int, int, int, int], size: int,
+                  draft: bool = True) -> torch.Tensor:
+    """uint8 3 x ``size`` x ``size``: ``box`` = (top, left, height, width) of the image file
+    ``data`` (``img``: it opened by PIL, not yet decoded) resized with an antialiased bilinear
+    filter.
+
+    A JPEG whose crop allows DCT scaling (:func:`dct_reduction`) is decoded reduced by PIL
+    (:func:`resized_crop`). Any other RGB / grey JPEG goes through torchvision's decoder (the
+    same libjpeg-turbo pixels as PIL, without PIL's 4-byte-per-pixel buffer) and torch's uint8
+    antialiased resize of the crop (PIL's BILINEAR filter to +-1; several times faster than
+    PIL's resize), which reproduces the reference crop-then-resize. Other files: PIL.
+    """
+    i, j, h, w = box
+    decode = _DECODE_JPEG
+    if (decode is None or img.format != "JPEG" or img.mode not in ("RGB", "L")
+            or (draft and dct_reduction(h, w, size) > 1)):
+        return _chw(resized_crop(img, box, size, draft))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pixels = decode(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    except RuntimeError:  # PIL then accepts the file or raises the reference's error
+        return _chw(resized_crop(img, box, size, draft))
+    crop = pixels[None, :, i:i + h, j:j + w]
+    return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True)[0]
 
 
 # ------------------------------------------------------------------ worker side
@@ -213,6 +256,7 @@ class _Items(Dataset):
                  eval_ops: Optional[T.Compose], device_decode: bool):
         self.source, self.train, self.recipe = source, train, recipe
         self.eval_ops, self.device_decode = eval_ops, device_decode
+        self.draft = True  # DCT-scaled decoding (off only to measure what it brings)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -227,15 +271,16 @@ class _Items(Dataset):
         path = self.source.path(index)
         try:
             with open(path, "rb") as f:
-                data = f.read() if self.device_decode else None
-                img = Image.open(io.BytesIO(data) if data is not None else f)
+                img = Image.open(f)  # reads the header only; errors as the reference's
                 width, height = img.size
                 box, params = draw_train_params(self.recipe, width, height, seed)
                 box6 = (*box, height, width)
-                if data is not None and img.format == "JPEG" and img.mode in ("RGB", "L"):
+                f.seek(0)
+                data = f.read()  # the whole file; PIL seeks back to the pixels when it decodes
+                if self.device_decode and img.format == "JPEG" and img.mode in ("RGB", "L"):
                     encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
                     return _Item(index, target, params, box6, None, encoded)
-                pixels = _chw(resized_crop(img, box, self.recipe.size))
+                pixels = crop_to_uint8(data, img, box, self.recipe.size, self.draft)
         except OSError as e:  # missing, unidentified, truncated: as ImageListDataset.load
             raise _image_error(self.source, path, e) from None
         return _Item(index, target, params, box6, pixels, None)
@@ -414,9 +459,10 @@ class ImageListLoader:
         path = self.items.source.path(index)
         log.debug("nvjpeg could not decode %s; decoding it on the CPU", path)
         try:
-            img = Image.open(io.BytesIO(data.numpy().tobytes()))
-            pixels = _chw(resized_crop(img, tuple(box6[:4]), self.image_size))
-        except OSError as e:
+            raw = data.numpy().tobytes()
+            pixels = crop_to_uint8(raw, Image.open(io.BytesIO(raw)), tuple(box6[:4]),
+                                   self.image_size)
+        except (OSError, RuntimeError) as e:  # RuntimeError: torchvision's decoder
             raise _image_error(self.items.source, path, e) from None
         return pixels.to(self.device)
 
