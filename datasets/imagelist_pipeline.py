@@ -95,7 +95,8 @@ class TrainRecipe:
         if rrc.size[0] != rrc.size[1] or jitter.hue is not None:
             raise ValueError(f"unsupported training transform (square crops, no hue "
                              f"jitter): {transform}")
-        as_pair = lambda v: None if v is None else (float(v[0]), float(v[1]))  # noqa: E731
+        def as_pair(v):
+            return None if v is None else (float(v[0]), float(v[1]))
         return cls(size=int(rrc.size[0]), scale=as_pair(rrc.scale), ratio=as_pair(rrc.ratio),
                    flip_p=float(flip.p), brightness=as_pair(jitter.brightness),
                    contrast=as_pair(jitter.contrast), saturation=as_pair(jitter.saturation))
@@ -354,6 +355,7 @@ class ImageListLoader:
         self.device = torch.device(device)
         self.batch_size, self.train, self.image_size = batch_size, train, int(image_size)
         self.decode = decode if train else "cpu"
+        self.cpu_fallbacks = 0  # files nvjpeg refused (decoded on the CPU instead)
         if self.decode == "cuda" and not _gpu_decode_works(self.device):
             self.decode = "cpu"
         reference = transforms(train, image_size, resize_size)
@@ -457,7 +459,10 @@ class ImageListLoader:
         """One file decoded and crop-resized on the CPU (nvjpeg could not)."""
         index = int(batch.index[row])
         path = self.items.source.path(index)
-        log.debug("nvjpeg could not decode %s; decoding it on the CPU", path)
+        if not self.cpu_fallbacks:
+            log.warning("nvjpeg could not decode %s; such files are decoded on the CPU "
+                        "(logged once)", path)
+        self.cpu_fallbacks += 1
         try:
             raw = data.numpy().tobytes()
             pixels = crop_to_uint8(raw, Image.open(io.BytesIO(raw)), tuple(box6[:4]),

@@ -434,6 +434,7 @@ def test_device_decode_logic_on_the_cpu(tree):
     real = dev._nvjpeg
     dev._nvjpeg = lambda files: [None] + real(files)[1:]
     xd2, _ = dev.finish(batch)
+    assert dev.cpu_fallbacks == 1
     assert torch.equal(xd2[first], xc[first])
     others = torch.arange(25) != first
     assert torch.equal(xd2[others], xd[others])
