@@ -1,7 +1,7 @@
 """Evaluate a checkpoint (ours or a MiSLAS / ARB-Loss one) on the config's test set and write
 an analysis report.
 
-    python eval.py --cfg config/cifar10/cifar10_imb001_stage1_mixup.yaml resume saved/.../ckps/model_best.pth.tar
+    python eval.py --cfg config/cifar10/cifar10_imb001_stage1_mixup.yaml resume CKPT
     python eval.py --cfg CFG --out DIR --no-nc resume CKPT
 
 Prints the metrics (``--json``: one JSON object) and writes a report folder: by default
@@ -25,8 +25,7 @@ import torch
 
 from analysis.metrics import class_ranges, classification_report
 from analysis.neural_collapse import nc_analysis
-from analysis.report import (build_eval_report, classifier_row_norms, json_safe,
-                             write_eval_report)
+from analysis.report import build_eval_report, classifier_row_norms, json_safe, write_eval_report
 from config import load_config
 from datasets import build_data
 from datasets.loader import eval_loader

@@ -9,7 +9,8 @@ over B for mean reduction). The part from samples of class i *attracts* W_i (its
 is negative: a descent step moves W_i towards those features), the parts from samples of other
 classes *repel* it. Per class i:
 
-    attraction_i = || sum_{n: y_n = i} G_ni h_n ||,    repulsion_i = || sum_{n: y_n != i} G_ni h_n ||
+    attraction_i = || sum_{n: y_n = i} G_ni h_n ||
+    repulsion_i  = || sum_{n: y_n != i} G_ni h_n ||
 
 The published code takes the norm of every (i, j) component in a C x C Python loop per batch;
 here both come from two matmuls (O(B C d)), and :func:`pair_norms` gives the full C x C table

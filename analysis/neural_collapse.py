@@ -187,8 +187,8 @@ def nc_analysis(features: torch.Tensor, labels: torch.Tensor, weight: torch.Tens
         out[f"equiangular_means{sfx}"] = _equiangularity(m, n_present)
         out[f"equiangular_w{sfx}"] = _equiangularity(wg, n_present)
         wn, mn = wg.norm(), m.norm()
-        out[f"nc3{sfx}"] = float(((wg / wn - m / mn) ** 2).sum()) \
-            if float(wn) > 0 and float(mn) > 0 else math.nan
+        out[f"nc3{sfx}"] = (float(((wg / wn - m / mn) ** 2).sum())
+            if float(wn) > 0 and float(mn) > 0 else math.nan)
     mean_norms = torch.where(present, m_all.norm(dim=1),
                              torch.full((c,), math.nan, dtype=torch.float64, device=dev))
     return out, mean_norms.cpu()

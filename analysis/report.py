@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -124,8 +124,8 @@ def write_eval_report(report: Mapping[str, Any], out_dir: str, title: str = "") 
                             (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k])
                             for k in CSV_COLUMNS])
     except OSError as e:
-        raise ReportError(f"cannot write the report in {out_dir!r} ({e.strerror or e})") \
-            from None
+        msg = f"cannot write the report in {out_dir!r} ({e.strerror or e})"
+        raise ReportError(msg) from None
     prefix = f"{title}: " if title else ""
     counts = [r["train_count"] for r in report["classes"]]
     ranges = {k: tuple(v) for k, v in report["ranges"].items()}

@@ -39,8 +39,8 @@ def header(title: str, device: torch.device) -> None:
         what = torch.cuda.get_device_name(device)
     else:
         what = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-    load = ", load average %.1f / %.1f / %.1f" % os.getloadavg() if hasattr(os, "getloadavg") \
-        else ""
+    load = (", load average %.1f / %.1f / %.1f" % os.getloadavg() if hasattr(os, "getloadavg")
+        else "")
     print(f"device: {device} = {what}; torch {torch.__version__}; "
           f"{torch.get_num_threads()} intra-op threads{load}")
     print()

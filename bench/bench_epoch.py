@@ -20,9 +20,8 @@ import time
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
-import torch
-
 from _common import ROOT, header, pick_device, sync, table
+
 from config import load_config
 from datasets import build_data
 from datasets.cifar import CIFAR_MEAN, CIFAR_STD, transforms

@@ -16,10 +16,10 @@ import time
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 import torch
-
 from _common import header, ms, pick_device, sync, table, timeit
-from methods import ARBLoss
+
 from analysis.grad_monitor import GradBalanceMonitor, coefficients, pair_norms
+from methods import ARBLoss
 
 # (classes, batch, feature dim): CIFAR-10 / CIFAR-100 with ResNet-32, ImageNet-LT with
 # ResNet-50 (one GPU's share of the 1024 batch on 4 GPUs)

@@ -123,8 +123,8 @@ def main(argv=None) -> int:
             ("per-class np.sum(np.array(list) == c)  (reference style)", ref_s, ref_done),
             ("per-class np.where(labels == c)", where_s, where_done),
             ("per-class sum(1 for l in labels if l == c)", py_s, py_done)):
-        how = "measured, all classes" if done == c else \
-            f"extrapolated from {done} of {c} classes"
+        how = ("measured, all classes" if done == c else
+            f"extrapolated from {done} of {c} classes")
         rows.append((label, secs, how))
 
     print(f"image list: {n:,} lines, {c:,} classes (generated in {gen_s:.1f} s)")

@@ -13,8 +13,8 @@ from __future__ import annotations
 import _common  # noqa: F401  (puts the repository on sys.path)
 import torch
 import torch.nn.functional as F
-
 from _common import header, ms, pick_device, table, timeit
+
 from methods import ARBLoss
 
 SHAPES = [(128, 10), (128, 100), (1024, 1000), (1024, 8142)]

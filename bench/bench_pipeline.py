@@ -18,9 +18,9 @@ import time
 import _common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 import torch
-
 from _common import header, pick_device, sync, table
 from bench_train_step import make_steps
+
 from datasets.cifar import CIFAR_MEAN, CIFAR_STD, transforms
 from datasets.common import ArrayImageDataset
 from datasets.device_pipeline import DeviceLoader

@@ -16,8 +16,8 @@ import _common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from _common import header, ms, pick_device, table, timeit
+
 from config import get_cfg_defaults
 from methods import ARBLoss, batch_class_counts, mixup_criterion, mixup_data
 from models import build_network

@@ -57,8 +57,8 @@ def _decode(value: Any, default: Any) -> Any:
             value = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             pass
-    if isinstance(default, str) and not isinstance(value, str) and value is not None \
-            and not isinstance(value, (list, dict)):
+    if (isinstance(default, str) and not isinstance(value, str) and value is not None
+            and not isinstance(value, (list, dict))):
         value = str(value)
     return value
 

@@ -65,8 +65,8 @@ def _load_batch(path: str, label_key: str) -> Tuple[np.ndarray, np.ndarray]:
                         f"(found: {', '.join(map(str, d))})")
     data = np.asarray(d["data"])
     labels = np.asarray(d[label_key], dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 \
-            or len(labels) != len(data):
+    if (data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072
+            or len(labels) != len(data)):
         raise DataError(f"{path}: 'data' must be uint8 N x 3072 with N labels; got "
                         f"{data.dtype} {data.shape} and {len(labels)} labels")
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels

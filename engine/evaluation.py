@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from utils import comm
 from analysis.metrics import ClassRanges, classification_report
+from utils import comm
 from utils.logger import format_seconds
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,15 @@ from datasets import DataBundle, build_data
 from datasets.loader import eval_loader, shutdown_workers, train_loader
 from engine.checkpointer import Checkpointer
 from engine.evaluation import evaluate
-from engine.hooks import (AnalysisHook, CheckpointHook, EvalHook, GradMonitorHook, HookBase,
-                          MetricsHook, Step)
+from engine.hooks import (
+    AnalysisHook,
+    CheckpointHook,
+    EvalHook,
+    GradMonitorHook,
+    HookBase,
+    MetricsHook,
+    Step,
+)
 from engine.runtime import autocast_factory, grad_scaler, seed_everything
 from engine.schedule import lr_at_epoch
 from engine.state import CutEpoch, RandomStreams, StopFlag, TrainState
@@ -34,8 +41,7 @@ from methods import build_criterion, describe_criterion, mixup_criterion, mixup_
 from models import LTNet, build_network, count_parameters
 from utils import comm
 from utils.checkpoint import load_checkpoint
-from utils.errors import (EXIT_NONFINITE, CheckpointError, ConfigError, Interrupted,
-                          NonFiniteLoss)
+from utils.errors import EXIT_NONFINITE, CheckpointError, ConfigError, Interrupted, NonFiniteLoss
 from utils.logger import add_log_file, format_seconds
 from utils.rundir import RunDir, find_latest_checkpoint
 

@@ -1,12 +1,14 @@
-"""Losses and mixup: ``from methods import ARBLoss, mixup_data, mixup_criterion, LabelAwareSmoothing``."""
+"""Losses and mixup, as the published code names them:
+
+    from methods import ARBLoss, mixup_data, mixup_criterion, LabelAwareSmoothing
+"""
 from __future__ import annotations
 
 from typing import Sequence
 
 from config import mixup_enabled
-from methods.losses import (ARBLoss, ClassCountLoss, CrossEntropy, batch_class_counts,
-                            log_counts)
 from methods.las import LabelAwareSmoothing, las_epsilons
+from methods.losses import ARBLoss, ClassCountLoss, CrossEntropy, batch_class_counts, log_counts
 from methods.mixup import mixup_criterion, mixup_data
 
 __all__ = ["ARBLoss", "CrossEntropy", "ClassCountLoss", "LabelAwareSmoothing", "mixup_data",
@@ -40,8 +42,8 @@ def describe_criterion(cfg) -> str:
     else:
         name = "cross-entropy"
     if cfg.LAS:
-        name += f" + label-aware smoothing ({cfg.las_shape}, head {cfg.smooth_head}, " \
-                f"tail {cfg.smooth_tail})"
+        name += (f" + label-aware smoothing ({cfg.las_shape}, head {cfg.smooth_head}, "
+                f"tail {cfg.smooth_tail})")
     if mixup_enabled(cfg):
         name += f" + mixup (alpha {cfg.alpha})"
     return name

@@ -11,7 +11,8 @@ from methods.losses import ClassCountLoss, CrossEntropy, reduce_loss
 
 def las_epsilons(cls_num_list: Sequence[int], smooth_head: float, smooth_tail: float,
                  shape: str = "concave", power: float = 2.0) -> torch.Tensor:
-    """Per-class smoothing eps_c = tail + (head - tail) * g(x_c), x_c = (n_c - n_min) / (n_max - n_min).
+    """Per-class smoothing eps_c = tail + (head - tail) * g(x_c),
+    x_c = (n_c - n_min) / (n_max - n_min).
 
     g: concave sin(x pi / 2), linear x, exp x^power; convex follows the MiSLAS code:
     head + (head - tail) * sin(1.5 pi + x pi / 2).

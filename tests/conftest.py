@@ -32,8 +32,8 @@ def write_cifar(root: str, name: str, train_per_class: int, test_per_class: int,
     def batch(per_class):
         labels = np.repeat(np.arange(c), per_class)
         rng.shuffle(labels)
-        data = rng.randint(0, 256, size=(len(labels), 3072), dtype=np.uint8) \
-            if len(labels) * 3072 < 5e7 else np.zeros((len(labels), 3072), np.uint8)
+        data = (rng.randint(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+            if len(labels) * 3072 < 5e7 else np.zeros((len(labels), 3072), np.uint8))
         return data, labels.tolist()
 
     def dump(fname, data, labels):

@@ -10,8 +10,8 @@ import torch
 
 import eval as eval_script
 import train_stage1
-from tests.conftest import DIGITS_CE, only_run_dir
 from analysis.neural_collapse import NC_KEYS, nc_analysis, nc_keys, nc_metrics
+from tests.conftest import DIGITS_CE, only_run_dir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GROUPS = {"many": (0, 2), "medium": (2, 4), "few": (4, 5)}
@@ -199,10 +199,10 @@ def test_eval_default_report_folder_and_no_nc(digits_ckpt, capsys):
 def test_eval_report_dir_rules(tmp_path):
     from config import get_cfg_defaults
     cfg = get_cfg_defaults()
-    assert eval_script.default_report_dir("/r/run_1/ckps/model_best.pth.tar", cfg) == \
-        "/r/run_1/eval_model_best"
-    assert eval_script.default_report_dir("/d/cifar10_imb001.pth", cfg) == \
-        "/d/eval_cifar10_imb001"
+    assert (eval_script.default_report_dir("/r/run_1/ckps/model_best.pth.tar", cfg) ==
+        "/r/run_1/eval_model_best")
+    assert (eval_script.default_report_dir("/d/cifar10_imb001.pth", cfg) ==
+        "/d/eval_cifar10_imb001")
 
 
 # ----------------------------------------------------------------------------- trainer hook
@@ -212,8 +212,8 @@ class _FakeTrainer:
     def __init__(self, cfg, writer):
         from analysis.metrics import class_ranges
         from datasets import build_data
-        from engine.evaluation import evaluate
         from datasets.loader import eval_loader
+        from engine.evaluation import evaluate
         from models import build_network
         from utils.comm import DistInfo
 

@@ -2,7 +2,6 @@
 import json
 import os
 
-
 from tools import compare
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

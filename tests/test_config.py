@@ -85,10 +85,10 @@ def test_published_readme_configs_exist_with_the_recipe():
     for ds in ("cifar10", "cifar100"):
         for r, imb in (("001", 0.01), ("002", 0.02), ("01", 0.1)):
             cfg = load_config(os.path.join(ROOT, "config", ds, f"{ds}_imb{r}_stage1_mixup.yaml"))
-            assert (cfg.arbloss, cfg.mixup, cfg.alpha, cfg.backbone) == \
-                (True, True, 1.0, "resnet32_fe")
-            assert (cfg.lr, cfg.batch_size, cfg.weight_decay, cfg.num_epochs, cfg.cos) == \
-                (0.1, 128, 2e-4, 200, False)
+            assert ((cfg.arbloss, cfg.mixup, cfg.alpha, cfg.backbone) ==
+                (True, True, 1.0, "resnet32_fe"))
+            assert ((cfg.lr, cfg.batch_size, cfg.weight_decay, cfg.num_epochs, cfg.cos) ==
+                (0.1, 128, 2e-4, 200, False))
             assert cfg.imb_factor == imb
             fam = {s: load_config(os.path.join(ROOT, "config", ds, f"{ds}_imb{r}{s}.yaml"))
                    for s in ("", "_arbloss", "_arbloss_mixup", "_arbloss_ugcc")}
@@ -103,8 +103,8 @@ def test_overrides_are_merged():
     cfg = load_config(os.path.join(ROOT, "config", "digits", "digits_imb005_ce.yaml"),
                       ["lr", "0.5", "num_epochs", "3", "head_class_idx", "[0, 2]", "arbloss",
                        "True", "weight_decay", "0"])
-    assert (cfg.lr, cfg.num_epochs, cfg.head_class_idx, cfg.arbloss, cfg.weight_decay) == \
-        (0.5, 3, [0, 2], True, 0.0)
+    assert ((cfg.lr, cfg.num_epochs, cfg.head_class_idx, cfg.arbloss, cfg.weight_decay) ==
+        (0.5, 3, [0, 2], True, 0.0))
 
 
 @pytest.mark.parametrize("text,opts,match", [
@@ -150,8 +150,8 @@ def test_missing_config_file():
 ])
 def test_cli_user_errors_exit_2_without_traceback_or_run_folder(tmp_path, args, match):
     out = tmp_path / "out"
-    r = run_cli("train_stage1.py", *args, "output_dir", str(out), cwd=ROOT) \
-        if len(args) > 2 else run_cli("train_stage1.py", *args, cwd=ROOT)
+    r = (run_cli("train_stage1.py", *args, "output_dir", str(out), cwd=ROOT)
+        if len(args) > 2 else run_cli("train_stage1.py", *args, cwd=ROOT))
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     assert match in r.stderr

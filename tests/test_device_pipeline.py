@@ -181,10 +181,10 @@ def test_device_loader_for():
     assert isinstance(loader, DeviceLoader) and loader.pad == 4 and loader.flip
     assert loader.images.shape == (10, 3, 16, 16) and len(loader) == 3
     no_aug = {k: v for k, v in extra.items() if k != "augment"}
-    assert device_loader_for(DataBundle(ds, ds, [5, 5], "x", extra=no_aug), 4, "cpu", 0) \
-        is None
-    assert device_loader_for(DataBundle(_Other(), ds, [1], "x", extra=extra), 4, "cpu", 0) \
-        is None
+    assert (device_loader_for(DataBundle(ds, ds, [5, 5], "x", extra=no_aug), 4, "cpu", 0)
+        is None)
+    assert (device_loader_for(DataBundle(_Other(), ds, [1], "x", extra=extra), 4, "cpu", 0)
+        is None)
 
 
 def test_rejects_bad_input():

@@ -10,8 +10,15 @@ import pytest
 import eval as eval_script
 import train_stage1
 from datasets.common import EpochSampler
-from tests.conftest import (DIGITS_ARB, HANG_TIMEOUT, finish, only_run_dir, read_metrics, start,
-                            wait_for_rows)
+from tests.conftest import (
+    DIGITS_ARB,
+    HANG_TIMEOUT,
+    finish,
+    only_run_dir,
+    read_metrics,
+    start,
+    wait_for_rows,
+)
 from utils.checkpoint import load_checkpoint
 
 RUN = ["num_epochs", "1", "print_freq", "2", "workers", "2"]

@@ -14,8 +14,16 @@ import eval as eval_script
 import train_stage1
 from engine.checkpointer import own_rank_entry
 from engine.state import StopFlag
-from tests.conftest import (DIGITS_CE, ROOT, finish, only_run_dir, read_metrics, start,
-                            wait_for_rows, write_cifar)
+from tests.conftest import (
+    DIGITS_CE,
+    ROOT,
+    finish,
+    only_run_dir,
+    read_metrics,
+    start,
+    wait_for_rows,
+    write_cifar,
+)
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import EXIT_NONFINITE, CheckpointError
 

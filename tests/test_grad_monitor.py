@@ -6,9 +6,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from analysis.grad_monitor import (
+    GradBalanceMonitor,
+    attraction_repulsion,
+    coefficients,
+    pair_norms,
+    term_coefficients,
+)
 from methods import ARBLoss, CrossEntropy, LabelAwareSmoothing, mixup_criterion
-from analysis.grad_monitor import (GradBalanceMonitor, attraction_repulsion, coefficients,
-                                  pair_norms, term_coefficients)
 
 C, D = 6, 5
 GLOBAL = [40, 20, 10, 6, 3, 1]

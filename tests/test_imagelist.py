@@ -13,8 +13,15 @@ import train_stage1
 from config import get_cfg_defaults
 from datasets import DATASETS, build_data
 from datasets.common import apply_seeded
-from datasets.imagelist import (IMAGENET_MEAN, LIST_SPECS, _parse_vectorised, build_imagelist,
-                                frequency_class_map, read_image_list, transforms)
+from datasets.imagelist import (
+    IMAGENET_MEAN,
+    LIST_SPECS,
+    _parse_vectorised,
+    build_imagelist,
+    frequency_class_map,
+    read_image_list,
+    transforms,
+)
 from tests.conftest import ROOT, only_run_dir, read_metrics
 from utils.errors import DataError
 
@@ -136,8 +143,8 @@ def test_default_transforms_are_the_reference_ones(trees):
     assert kinds[:3] == [T.RandomResizedCrop, T.RandomHorizontalFlip, T.ColorJitter]
     assert train.transforms[0].size == (224, 224)
     jitter = train.transforms[2]
-    assert jitter.brightness == (0.6, 1.4) and jitter.saturation == (0.6, 1.4) \
-        and jitter.hue is None
+    assert (jitter.brightness == (0.6, 1.4) and jitter.saturation == (0.6, 1.4)
+        and jitter.hue is None)
     assert [type(t) for t in test.transforms[:2]] == [T.Resize, T.CenterCrop]
     assert test.transforms[0].size == 256 and test.transforms[1].size == (224, 224)
     assert tuple(test.transforms[-1].mean) == IMAGENET_MEAN
@@ -212,8 +219,8 @@ def _per_line(raw: bytes):
         parts = line.rsplit(None, 1)
         if not parts:
             continue
-        if len(parts) == 1 or not parts[1].lstrip(b"+-").isdigit() \
-                or parts[1][1:].startswith((b"+", b"-")):
+        if (len(parts) == 1 or not parts[1].lstrip(b"+-").isdigit()
+                or parts[1][1:].startswith((b"+", b"-"))):
             return None
         out.append((parts[0].lstrip(), int(parts[1]), i + 1))
     return out or None
@@ -422,7 +429,9 @@ def test_dry_run_of_seed_configs(trees, dataset, tmp_path, capsys, monkeypatch):
     assert f"dataset: {dataset} ({LIST_SPECS[dataset].title}), 5 classes" in text
     assert "training images: 17 (largest class 6, smallest 1" in text
     assert "test images: 10" in text
-    assert "backbone: resnet50_fe, 23,508,032 parameters" in text
+    # Places: the frozen ResNet-50 less its last bottleneck (MiSLAS's Places recipe)
+    frozen = "19,045,440" if dataset == "places" else "23,508,032"
+    assert f"backbone: resnet50_fe, {frozen} parameters" in text
     assert "loss: ARB-Loss (global counts) + mixup" in text
     if dataset == "places":
         assert "block: 4,462,592 parameters" in text

@@ -6,8 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods import (ARBLoss, CrossEntropy, LabelAwareSmoothing, build_criterion, las_epsilons,
-                     mixup_criterion, mixup_data)
+from methods import (
+    ARBLoss,
+    CrossEntropy,
+    LabelAwareSmoothing,
+    build_criterion,
+    las_epsilons,
+    mixup_criterion,
+    mixup_data,
+)
 
 
 def direct_arb(z, y, n):

@@ -5,11 +5,16 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.metrics import (
+    calibration_errors,
+    class_ranges,
+    classification_report,
+    derive_class_ranges,
+    topk_correct,
+)
 from config import get_cfg_defaults
-from utils.errors import ConfigError
-from analysis.metrics import (calibration_errors, class_ranges, classification_report,
-                           derive_class_ranges, topk_correct)
 from engine.schedule import lr_at_epoch
+from utils.errors import ConfigError
 
 
 def numpy_ece(conf, correct, n_bins=15):

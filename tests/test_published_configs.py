@@ -13,9 +13,9 @@ import datasets.cifar
 import train_stage1
 from config import get_cfg_defaults, load_config
 from datasets.imagelist import LIST_SPECS
+from engine.schedule import lr_at_epoch
 from tests.conftest import ROOT, only_run_dir, read_metrics, run_cli, write_cifar
 from tests.test_imagelist import write_image_tree
-from utils.schedule import lr_at_epoch
 
 PUB = os.path.join(ROOT, "tests", "data", "published_configs")
 PUBLISHED = sorted(os.path.relpath(p, PUB)
@@ -56,8 +56,8 @@ def yacs_load(path: str) -> CfgNode:
 def expected_loss(r: dict) -> str:
     """The dry-run's loss line, from the published flags."""
     if r.get("arbloss"):
-        loss = "ARB-Loss (global counts)" if r.get("arb_loss_use_global_class_cnt") \
-            else "ARB-Loss (batch counts)"
+        loss = ("ARB-Loss (global counts)" if r.get("arb_loss_use_global_class_cnt")
+            else "ARB-Loss (batch counts)")
     else:
         loss = "cross-entropy"
     return loss + (f" + mixup (alpha {r['alpha']})" if r["mixup"] else "")
@@ -105,8 +105,9 @@ def test_as_published_each_file_stops_with_one_line(rel, offline, tmp_path, caps
     elif r["dataset"].startswith("cifar"):
         assert f"{r['dataset']} not found under data_path '{r['data_path']}'" in line
     else:
-        listed = os.path.join(r["data_path"], LIST_SPECS[r["dataset"]][1])
-        assert f"training list not found: {listed};" in line
+        name = LIST_SPECS[r["dataset"]].train_list
+        listed = os.path.join(r["data_path"], name)
+        assert f"training list '{name}' not found; looked in: {listed}" in line
     assert not out.exists()
 
 
@@ -119,11 +120,11 @@ def full_class_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("full_class")
     paths = {name: write_cifar(str(root / name), name, 100, 1) for name in ("cifar10", "cifar100")}
     classes = {"imagenet": 1000, "ina2018": 8142, "places": 365}
-    for name, (_, train_list, test_list) in LIST_SPECS.items():
+    for name, spec in LIST_SPECS.items():
         folder = root / name
         folder.mkdir()
         Image.new("RGB", (8, 8)).save(folder / "0.jpg")
-        for list_name in (train_list, test_list):
+        for list_name in (spec.train_list, spec.test_list):
             (folder / list_name).write_text("".join(f"0.jpg {c}\n" for c in range(classes[name])))
         paths[name] = str(folder)
     return paths
@@ -142,8 +143,8 @@ def test_stage1_files_dry_run_on_data(rel, full_class_data, tmp_path, capsys):
     assert f"loss: {expected_loss(r)}\n" in text + "\n"
     assert f"backbone: {r['backbone']}, " in text
     if r["imb_factor"] is not None:
-        assert f"(largest class 100, smallest {int(100 * r['imb_factor'])}, imbalance ratio " \
-               f"{1 / r['imb_factor']:.1f})" in text
+        assert (f"(largest class 100, smallest {int(100 * r['imb_factor'])}, imbalance ratio "
+               f"{1 / r['imb_factor']:.1f})" in text)
     else:
         assert f"training images: {r['num_classes']} " in text
     assert not out.exists()
@@ -248,8 +249,8 @@ def test_readme_stage1_mixup_configs_are_the_published_arbloss_mixup(ds, r):
     ours holds the values of its <ds>_imb<r>_arbloss_mixup.yaml."""
     ours = load_config(os.path.join(ROOT, "config", ds, f"{ds}_imb{r}_stage1_mixup.yaml"))
     pub = load_config(os.path.join(PUB, "arbloss", ds, f"{ds}_imb{r}_arbloss_mixup.yaml"))
-    assert {k: v for k, v in ours.items() if k not in EXEMPT + ("name",)} == \
-        {k: v for k, v in pub.items() if k not in EXEMPT + ("name",)}
+    assert ({k: v for k, v in ours.items() if k not in EXEMPT + ("name",)} ==
+        {k: v for k, v in pub.items() if k not in EXEMPT + ("name",)})
     assert ours.name == f"{ds}_imb{r}_stage1_mixup"
 
 

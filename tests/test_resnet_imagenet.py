@@ -7,8 +7,8 @@ import torch
 import torchvision
 from torchvision.models import resnet as tv_resnet
 
-from engine.trainer import build_optimizer
 from config import get_cfg_defaults
+from engine.trainer import build_optimizer
 from models import BACKBONES, LTNet, build_network, count_parameters, resnet_places
 from models.heads import PooledClassifier
 from models.resnet import ResNetFE, build_resnet

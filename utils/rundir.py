@@ -22,8 +22,8 @@ def _unique_folder(root: str, name: str) -> str:
     try:
         os.makedirs(root, exist_ok=True)
     except OSError as e:
-        raise ConfigError(f"key 'output_dir': cannot create {root!r} ({e.strerror or e})") \
-            from None
+        msg = f"key 'output_dir': cannot create {root!r} ({e.strerror or e})"
+        raise ConfigError(msg) from None
     base = os.path.join(root, f"{name}_{stamp}")
     for k in range(1, 10000):
         path = base if k == 1 else f"{base}_{k}"
@@ -42,8 +42,8 @@ def run_folder_of_checkpoint(path: str, cfg) -> Optional[str]:
     """The run folder a checkpoint of ours lives in (``<run>/<model_dir>/x.pth.tar``), else None."""
     ckpt_dir = os.path.dirname(os.path.abspath(path))
     run = os.path.dirname(ckpt_dir)
-    if os.path.basename(ckpt_dir) == cfg.model_dir and \
-            os.path.isfile(os.path.join(run, "metrics.jsonl")):
+    if (os.path.basename(ckpt_dir) == cfg.model_dir and
+            os.path.isfile(os.path.join(run, "metrics.jsonl"))):
         return run
     return None
 
