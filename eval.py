@@ -100,7 +100,7 @@ def _run_eval(cfg, local_rank: Optional[int], out_dir: Optional[str], nc: bool,
         load_network_state(net, ckpt, cfg.resume)
         net.to(device)
         autocast = autocast_factory(cfg, device)
-        loader = eval_loader(cfg, data.test, device, dist.rank, dist.world_size)
+        loader = eval_loader(cfg, data, "test", device, dist.rank, dist.world_size)
         logits, target, _ = predict(net, loader, device, autocast,
                                     progress_every=cfg.print_freq, desc="test")
         metrics = classification_report(logits, target, ranges)

@@ -31,6 +31,8 @@ _CHOICES = {
     "amp": ("none", "bf16", "fp16"),
     "las_shape": ("concave", "linear", "convex", "exp"),
     "class_order": ("reference", "stable"),
+    "imagelist_pipeline": ("fast", "reference"),
+    "imagelist_decode": ("cpu", "cuda"),
 }
 
 # Data sets with a fixed published split (list files): imb_factor is not used; the published

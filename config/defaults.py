@@ -58,39 +58,58 @@ _C.arbloss_fl = False  # focal ARB-Loss: (1 - p)^2 * ARB loss
 # ARB-Loss stage-2 key (its train_stage2.py is all commented out); True is refused (stage 1 only)
 _C.train_stage2_instance = False
 
-# ---------------------------------------------------------------- our keys
+# ================================================================ our keys, by section
+# ---------------------------------------------------------------- run and output
 _C.seed = 0  # seed of torch, numpy and python random (training order, mixup, init)
 _C.output_dir = 'saved'  # root of the run folders
 _C.device = 'auto'  # auto (CUDA if present, else CPU) | cpu | cuda
+_C.legacy_checkpoint = False  # allow full-pickle loading of trusted MiSLAS / ARB-Loss checkpoints
+
+# ---------------------------------------------------------------- data
 _C.imb_type = 'exp'  # long-tail profile of CIFAR / digits: exp | step
+_C.download = True  # CIFAR: download the archive with torchvision when the files are missing
+_C.digits_test_per_class = 50  # digits: held-out balanced test images per class
+_C.train_list = ''  # image-list data: training list file ('' = data set default)
+_C.test_list = ''  # image-list data: test list file ('' = data set default)
+_C.class_order = 'reference'  # image-list count ties: reference (published numpy 1.x) | stable (id)
+_C.image_size = 224  # image-list data: training crop / test centre-crop size
+_C.resize_size = 256  # image-list data: test images are resized to this before the centre crop
+
+# ---------------------------------------------------------------- model
+_C.pretrained_path = ''  # Places-LT: local file with ImageNet ResNet weights
+
+# ---------------------------------------------------------------- loss
+_C.las_shape = 'concave'  # label-aware smoothing profile: concave | linear | convex | exp
+_C.las_power = 2.0  # exponent of the 'exp' LAS profile
+_C.arb_global_batch_counts = False  # DDP: ARB batch counts of the whole global batch (all-reduced)
+
+# ---------------------------------------------------------------- optimisation
 # step schedule (adjust_learning_rate in ARB-Loss train_stage1.py; MiSLAS's stage 1 steps at
 # 160 / 180): linear warm-up over warmup_epochs
 _C.warmup_epochs = 5
 _C.lr_steps = [160, 240]  # step schedule: lr x0.1 after the first, x0.01 after the second epoch
+
+# ---------------------------------------------------------------- evaluation and analysis
 _C.eval_freq = 1  # evaluate on the test set every this many epochs (and always at the end)
 _C.test_batch_size = 0  # eval batch size; 0 = batch_size
-_C.digits_test_per_class = 50  # digits: held-out balanced test images per class
 _C.grad_stats_freq = 0  # log the attraction/repulsion gradient monitor every N iterations; 0 = off
 _C.nc_freq = 0  # log neural-collapse metrics on training features every N epochs; 0 = off
 _C.plot_freq = 0  # log reliability / per-class figures to TensorBoard every N epochs; 0 = off
+
+# ---------------------------------------------------------------- speed
 _C.amp = 'none'  # mixed precision on CUDA: none | bf16 | fp16
 _C.channels_last = False  # channels_last memory format on CUDA
 _C.compile = False  # torch.compile the network
 # in-memory data (CIFAR, digits): keep the training set on the run's device and augment whole
 # batches there
 _C.device_pipeline = False
+# image-list data: fast (workers decode + crop to uint8, flip / ColorJitter / normalisation
+# batched on the device) | reference (the published per-image torchvision transform)
+_C.imagelist_pipeline = 'fast'
+_C.imagelist_decode = 'cpu'  # fast image-list path, training: JPEG decoding on cpu | cuda (nvjpeg)
+
+# ---------------------------------------------------------------- distributed
 _C.sync_bn = False  # SyncBatchNorm under DDP
-_C.arb_global_batch_counts = False  # DDP: ARB batch counts of the whole global batch (all-reduced)
-_C.train_list = ''  # image-list data: training list file under data_path ('' = data set default)
-_C.test_list = ''  # image-list data: test list file under data_path ('' = data set default)
-_C.class_order = 'reference'  # image-list count ties: reference (published numpy 1.x) | stable (id)
-_C.image_size = 224  # image-list data: training crop / test centre-crop size
-_C.resize_size = 256  # image-list data: test images are resized to this before the centre crop
-_C.pretrained_path = ''  # Places-LT: local file with ImageNet ResNet weights
-_C.las_shape = 'concave'  # label-aware smoothing profile: concave | linear | convex | exp
-_C.las_power = 2.0  # exponent of the 'exp' LAS profile
-_C.download = True  # CIFAR: download the archive with torchvision when the files are missing
-_C.legacy_checkpoint = False  # allow full-pickle loading of trusted MiSLAS / ARB-Loss checkpoints
 
 
 def get_cfg_defaults() -> CN:

@@ -50,11 +50,11 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset, default_collate
 
 from datasets.common import DataBundle, EpochSampler, apply_seeded
 from datasets.imagelist import IMAGENET_MEAN, IMAGENET_STD, ImageListDataset, transforms
-from datasets.loader import _worker_ignores_stop_signals, worker_context
+from datasets.workers import data_loader, shutdown_workers
 from utils.errors import DataError
 
 __all__ = ["ImageListLoader", "imagelist_loader_for", "TrainRecipe", "draw_train_params",
@@ -368,14 +368,12 @@ class ImageListLoader:
         self.items = _Items(dataset, train, recipe, eval_ops, self.decode == "cuda")
         self.sampler = EpochSampler(len(dataset), seed=seed, shuffle=train, rank=rank,
                                     world_size=world_size, pad=train)
-        # The settings of datasets.loader.build_loader, plus this path's collate function.
-        self.loader = DataLoader(
-            self.items, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
-            collate_fn=_collate, pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
-            drop_last=False,
-            worker_init_fn=_worker_ignores_stop_signals if workers > 0 else None,
-            multiprocessing_context=worker_context() if workers > 0 else None)
+        self.loader = data_loader(self.items, self.sampler, batch_size, workers,
+                                  pin_memory=self.device.type == "cuda", collate_fn=_collate)
+
+    def shutdown(self) -> None:
+        """Stop the worker processes (see :func:`datasets.workers.shutdown_workers`)."""
+        shutdown_workers(self.loader)
 
     def __len__(self) -> int:
         """Batches left in this epoch (after ``sampler.start`` items)."""

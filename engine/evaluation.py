@@ -72,7 +72,7 @@ def training_features(cfg, net: nn.Module, data, device: torch.device, rank: int
         log.warning("the data set offers no training view with test transforms; "
                     "neural-collapse metrics skipped")
         return None
-    loader = eval_loader(cfg, data.train_eval, device, rank, world_size)
+    loader = eval_loader(cfg, data, "train_eval", device, rank, world_size)
     _, labels, feats = predict(net, loader, device, autocast, with_features=True,
                                progress_every=cfg.print_freq, desc="training features")
     return feats, labels

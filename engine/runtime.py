@@ -10,7 +10,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from datasets.loader import stop_worker_processes
+from datasets.workers import stop_worker_processes
 from utils import comm
 from utils.logger import setup_logging
 

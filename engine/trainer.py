@@ -22,7 +22,8 @@ import torch.nn as nn
 from analysis.metrics import class_ranges
 from config import cfg_to_yaml, mixup_enabled
 from datasets import DataBundle, build_data
-from datasets.loader import eval_loader, shutdown_workers, train_loader
+from datasets.loader import eval_loader, train_loader
+from datasets.workers import shutdown_workers
 from engine.checkpointer import Checkpointer
 from engine.evaluation import evaluate
 from engine.hooks import (
@@ -187,7 +188,7 @@ class Trainer:
             self.train_net = torch.compile(self.train_net)
         rank, world = self.dist.rank, self.dist.world_size
         self.train_loader = train_loader(cfg, self.data, device, rank, world)
-        self.test_loader = eval_loader(cfg, self.data.test, device, rank, world)
+        self.test_loader = eval_loader(cfg, self.data, "test", device, rank, world)
         self.stop = StopFlag(comm.host_group())
 
     # ------------------------------------------------------------------ loop

@@ -225,7 +225,7 @@ class _FakeTrainer:
         self.ranges = class_ranges(cfg, self.data.cls_num_list)
         self.net = build_network(cfg, cfg.num_classes, self.data.in_channels)
         self.autocast = None
-        self.metrics = evaluate(self.net, eval_loader(cfg, self.data.test, self.device, 0, 1),
+        self.metrics = evaluate(self.net, eval_loader(cfg, self.data, "test", self.device, 0, 1),
                                 self.device, self.ranges)
 
     def run(self, hook, epoch, last=False):

@@ -439,12 +439,13 @@ def test_dry_run_of_seed_configs(trees, dataset, tmp_path, capsys, monkeypatch):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("dataset", sorted(SEED_CONFIGS))
-def test_train_and_eval_each_kind(trees, dataset, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("dataset,pipeline", [(d, "fast") for d in sorted(SEED_CONFIGS)]
+                         + [("imagenet", "reference")])
+def test_train_and_eval_each_kind(trees, dataset, pipeline, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     cfg = os.path.join(ROOT, SEED_CONFIGS[dataset])
     common = ["data_path", trees[dataset], "num_classes", "5", *RANGES, "backbone",
-              "resnet10_fe", *SMALL, "workers", "0"]
+              "resnet10_fe", *SMALL, "workers", "0", "imagelist_pipeline", pipeline]
     extra = ["not_pretrained", "True"] if dataset == "places" else []
     # batch 6: no batch of one (BatchNorm cannot train on a 1 x 1 map of a single image)
     assert train_stage1.main(["--cfg", cfg, *common, *extra, "batch_size", "6",
@@ -464,6 +465,23 @@ def test_train_and_eval_each_kind(trees, dataset, tmp_path, capsys, monkeypatch)
     m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert m["acc1"] == pytest.approx(rows[0]["acc1"], abs=1e-9)
     assert m["num_samples"] == 10
+
+
+@pytest.mark.parametrize("pipeline", ["fast", "reference"])
+def test_the_pipeline_key_chooses_the_loaders(trees, pipeline):
+    from torch.utils.data import DataLoader
+
+    from datasets.imagelist_pipeline import ImageListLoader
+    from datasets.loader import eval_loader, train_loader
+    cfg = make_cfg("imagenet", trees["imagenet"], imagelist_pipeline=pipeline, workers=0)
+    data = build_data(cfg)
+    cpu = torch.device("cpu")
+    kind = ImageListLoader if pipeline == "fast" else DataLoader
+    loaders = [train_loader(cfg, data, cpu, 0, 1)] + [
+        eval_loader(cfg, data, split, cpu, 0, 1) for split in ("test", "train_eval")]
+    assert all(isinstance(ld, kind) for ld in loaders)
+    if pipeline == "reference":  # the published transform objects themselves
+        assert loaders[0].dataset.transform is data.train.transform
 
 
 def test_loader_workers_come_from_a_fork_server_and_match_in_process_loading(trees):
