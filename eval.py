@@ -153,7 +153,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point; returns the exit status."""
     with exit_on_user_error("eval.py"):
         args = parse_args(argv)
-        cfg = load_config(args.cfg, args.opts)
+        cfg = load_config(args.cfg, args.opts, stage=None)
         m, rank = _run_eval(cfg, args.local_rank, out_dir=args.out, nc=not args.no_nc,
                             report=not args.no_report)
         if rank == 0:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import difflib
 import os
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -128,9 +128,10 @@ def _read_yaml(path: str) -> dict:
     return raw
 
 
-def validate(cfg: CN) -> None:
-    """Check values that do not depend on the data (class ranges are checked once counts exist)."""
-    _check_stage1(cfg)
+def validate(cfg: CN, stage: Optional[int] = 1) -> None:
+    """Check values that do not depend on the data (class ranges are checked once counts
+    exist), for a run of ``stage`` (1, 2, or None for evaluation)."""
+    check_stage(cfg, stage)
     for key, choices in _CHOICES.items():
         if cfg[key] not in choices:
             raise ConfigError(f"key '{key}' is {cfg[key]!r}; accepted: {', '.join(choices)}")
@@ -167,19 +168,24 @@ def validate(cfg: CN) -> None:
         raise ConfigError("LAS: True needs 'smooth_head' and 'smooth_tail' (numbers in [0, 1))")
 
 
-def _check_stage1(cfg: CN) -> None:
-    """Refuse MiSLAS stage-2 configs and stage-2 keys: this code base trains stage 1 only."""
-    if cfg.mode == "stage2":
-        raise ConfigError("key 'mode' is 'stage2': a MiSLAS stage-2 config (classifier "
-                          "re-training); this code base has stage 1 only: run it with "
-                          "train_stage2.py of MiSLAS (github.com/dvlab-research/MiSLAS)")
-    if cfg.mode not in (None, "stage1"):
-        raise ConfigError(f"key 'mode' is {cfg.mode!r}; accepted: 'stage1' or null")
-    for key in STAGE2_KEYS:
-        if cfg[key] != _DEFAULTS[key]:
-            raise ConfigError(f"key '{key}' is {cfg[key]!r}: a stage-2 key (train_stage2.py "
-                              "of MiSLAS / ARB-Loss) that stage-1 training does not use; remove "
-                              f"it (or set it to {_DEFAULTS[key]!r})")
+def check_stage(cfg: CN, stage: Optional[int]) -> None:
+    """A config is for one stage: ``mode: 'stage2'`` (MiSLAS's stage-2 files) and the stage-2
+    keys belong to ``train_stage2.py``, everything else to ``train_stage1.py``; ``stage``
+    None (evaluation) accepts both. Never silently ignore a key the script cannot honour."""
+    if cfg.mode not in (None, "stage1", "stage2"):
+        raise ConfigError(f"key 'mode' is {cfg.mode!r}; accepted: 'stage1', 'stage2' or null")
+    if stage == 1:
+        if cfg.mode == "stage2":
+            raise ConfigError("key 'mode' is 'stage2': a stage-2 config (classifier "
+                              "re-training, MiSLAS); run it with train_stage2.py")
+        for key in STAGE2_KEYS:
+            if cfg[key] != _DEFAULTS[key]:
+                raise ConfigError(f"key '{key}' is {cfg[key]!r}: a stage-2 key that stage-1 "
+                                  "training does not use; remove it (or set it to "
+                                  f"{_DEFAULTS[key]!r}), or run train_stage2.py")
+    elif stage == 2 and cfg.mode != "stage2":
+        raise ConfigError(f"key 'mode' is {cfg.mode!r}: train_stage2.py needs a stage-2 config "
+                          "(mode: 'stage2'); run stage-1 configs with train_stage1.py")
 
 
 def mixup_enabled(cfg: CN) -> bool:
@@ -191,15 +197,16 @@ def mixup_enabled(cfg: CN) -> bool:
     return bool(cfg.mixup) and cfg.alpha is not None and cfg.alpha > 0
 
 
-def load_config(path: str, opts: Sequence[str] = ()) -> CN:
-    """Defaults, then the yaml file at ``path``, then ``KEY VALUE`` pairs from ``opts``."""
+def load_config(path: str, opts: Sequence[str] = (), stage: Optional[int] = 1) -> CN:
+    """Defaults, then the yaml file at ``path``, then ``KEY VALUE`` pairs from ``opts``,
+    validated for ``stage`` (1: train_stage1.py, 2: train_stage2.py, None: eval.py)."""
     cfg = get_cfg_defaults()
     _apply(cfg, _read_yaml(path), path)
     opts = list(opts)
     if len(opts) % 2:
         raise ConfigError(f"overrides must come as KEY VALUE pairs; got an odd number: {opts}")
     _apply(cfg, dict(zip(opts[0::2], opts[1::2])), "command line")
-    validate(cfg)
+    validate(cfg, stage)
     if not cfg.name:
         cfg.name = os.path.splitext(os.path.basename(path))[0]
     cfg.freeze()

@@ -124,8 +124,9 @@ def test_overrides_are_merged():
     ("mixup: True\nalpha: null\n", [], "key 'alpha' is null but 'mixup' is True"),
     ("alpha: -1\n", [], "key 'alpha' is -1.0; accepted: a number >= 0"),
     ("lr: null\n", [], "key 'lr' cannot be null; it expects a float (default 0.1)"),
-    ("mode: 'stage2'\n", [], "train_stage2.py of MiSLAS"),
-    ("mode: 'stage3'\n", [], "key 'mode' is 'stage3'; accepted: 'stage1' or null"),
+    ("mode: 'stage2'\n", [], "a stage-2 config (classifier re-training, MiSLAS); run it with "
+     "train_stage2.py"),
+    ("mode: 'stage3'\n", [], "key 'mode' is 'stage3'; accepted: 'stage1', 'stage2' or null"),
     ("shift_bn: True\n", [], "key 'shift_bn' is True: a stage-2 key"),
     ("lr_factor: 0.5\n", [], "key 'lr_factor' is 0.5: a stage-2 key"),
     ("", ["train_stage2_instance", "True"], "key 'train_stage2_instance' is True: a stage-2"),
