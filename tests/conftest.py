@@ -88,7 +88,8 @@ def child_env(extra=None) -> dict:
     """Environment of a command started by a test: the repository on the path and gloo on the
     loopback interface (no network needed). The thread count is inherited: a run compared
     bit for bit with an in-process one must use the same number of threads."""
-    e = dict(os.environ, PYTHONPATH=ROOT, GLOO_SOCKET_IFNAME="lo")
+    path = [ROOT] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    e = dict(os.environ, PYTHONPATH=os.pathsep.join(path), GLOO_SOCKET_IFNAME="lo")
     e.update(extra or {})
     return e
 
@@ -181,3 +182,15 @@ def only_run_dir(output_dir: str) -> str:
 
 DIGITS_CE = os.path.join(ROOT, "config", "digits", "digits_imb005_ce.yaml")
 DIGITS_ARB = os.path.join(ROOT, "config", "digits", "digits_imb005_arbloss.yaml")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.cuda`` tests skip themselves without a CUDA device (bench/gpu_check.sh
+    runs them on a GPU machine); every other test runs everywhere."""
+    import torch
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (run by bench/gpu_check.sh)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -65,6 +65,18 @@ def test_torchrun_two_processes(tmp_path, capsys):
     check_single_run(tmp_path, capsys)
 
 
+def test_a_launcher_with_one_process_forms_a_group_of_one(tmp_path, capsys):
+    """As torchvision's references: under a launcher the processes always form a group, one
+    process included (the DDP code path of a 1-GPU torchrun job)."""
+    code, out = launch(["torch.distributed.run", "--nproc_per_node", "1", "--master_port",
+                        str(free_port()), "train_stage1.py", "--cfg", DIGITS_ARB,
+                        "output_dir", str(tmp_path), *RUN])
+    assert code == 0, out
+    assert "distributed: rank 0 of 1, backend gloo, device cpu" in out
+    ckpt = load_checkpoint(os.path.join(only_run_dir(str(tmp_path)), "ckps", "current.pth.tar"))
+    assert ckpt["world_size"] == 1 and len(ckpt["rng"]) == 1
+
+
 def test_legacy_launcher_with_the_seed_argument_shape(tmp_path, capsys):
     # python -m torch.distributed.launch --nproc_per_node N --master_port P train_stage1.py --cfg
     # (passes --local-rank to the script); the yaml's world_size 8 disagrees: a warning

@@ -146,7 +146,10 @@ def init_distributed(cfg: Any, local_rank_arg: Optional[int] = None,
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", local_rank_arg if local_rank_arg is not None
                                     else -1))
-    if env_world > 1:
+    # As torchvision's references: a launcher (torchrun, torch.distributed.launch) sets RANK
+    # and WORLD_SIZE; its processes always form a group, also a group of one.
+    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    if launched:
         world, rank = env_world, int(os.environ["RANK"])
         init_method = "env://"
         if cfg.world_size not in (-1, env_world):
