@@ -3,7 +3,11 @@
     python bench/bench_gpu.py [--epochs 2] [--workers 8] [--r50-steps 20]
     python bench/bench_gpu.py --rehearsal      # the same code paths, tiny, on any device
 
-1. ResNet-32 on CIFAR-100-LT (imbalance factor 100: 10,847 training images, 10,000 test
+1. ResNet-50 (ImageNet-LT shape: 1,000 classes, 224 x 224 inputs already on the device),
+   batch 256, one training step (mixup + ARB-Loss with training-set counts + SGD) in fp32 and
+   bf16 autocast, with and without channels_last: images/s over ``--r50-steps`` steps after 5
+   warm-up steps.
+2. ResNet-32 on CIFAR-100-LT (imbalance factor 100: 10,847 training images, 10,000 test
    images; random pixels of that shape, generated in memory), the shipped recipe
    config/cifar100/cifar100_imb001_stage1_mixup.yaml (ARB-Loss batch counts + mixup, batch
    128): whole training epochs through engine.Trainer.train_one_epoch with the per-sample
@@ -11,10 +15,6 @@
    each in fp32 and bf16 autocast; the best of ``--epochs`` timed epochs after one warm-up
    epoch, the test-set evaluation timed once, and the projected wall time of the recipe's
    200 epochs (training + evaluation every epoch).
-2. ResNet-50 (ImageNet-LT shape: 1,000 classes, 224 x 224 inputs already on the device),
-   batch 256, one training step (mixup + ARB-Loss with training-set counts + SGD) in fp32 and
-   bf16 autocast, with and without channels_last: images/s over ``--r50-steps`` steps after 5
-   warm-up steps.
 
 ``--rehearsal`` runs every path with tiny sizes (for checking the script on a CPU).
 """
@@ -63,6 +63,7 @@ def resnet32_rows(device, data: DataBundle, epochs: int, workers: int) -> list:
                                           str(workers), "device_pipeline",
                                           str(pipeline == "device"), "deterministic", "False",
                                           "print_freq", "1000000"])
+            t_start = time.perf_counter()
             trainer = Trainer(cfg, DistInfo(False, 0, 1, 0, device), data=data)
             trainer.prepare()
             times = []
@@ -71,8 +72,8 @@ def resnet32_rows(device, data: DataBundle, epochs: int, workers: int) -> list:
                 t0 = time.perf_counter()
                 trainer.train_one_epoch(epoch)
                 sync(device)
-                if epoch:
-                    times.append(time.perf_counter() - t0)
+                times.append(time.perf_counter() - t0)
+            warm, times = times[0], times[1:]
             sync(device)
             t0 = time.perf_counter()
             trainer.evaluate()
@@ -84,7 +85,9 @@ def resnet32_rows(device, data: DataBundle, epochs: int, workers: int) -> list:
                      else "device pipeline")
             rows.append([label, amp, f"{n_train / best:,.0f}", f"{best:.2f}", f"{eval_s:.2f}",
                          f"{200 * (best + eval_s) / 60:.1f} min"])
-            print(f"  done: {label}, amp {amp}", flush=True)
+            print(f"  {label}, amp {amp}: warm-up epoch {warm:.2f} s, epochs "
+                  f"{', '.join(f'{t:.2f}' for t in times)} s, eval {eval_s:.2f} s, "
+                  f"{time.perf_counter() - t_start:.1f} s in all", flush=True)
     return rows
 
 
@@ -155,13 +158,13 @@ def main() -> None:
     else:
         data, epochs, workers = cifar100_lt(10_000), args.epochs, args.workers
         r50 = dict(batch=256, size=224, steps=args.r50_steps)
+    print(f"ResNet-50, batch {r50['batch']}, {r50['size']} x {r50['size']}, 1,000 classes, "
+          f"mixup + ARB-Loss + SGD; mean of {r50['steps']} steps:", flush=True)
+    table(["amp", "channels_last", "ms / step", "images/s"], resnet50_rows(device, **r50))
     print(f"ResNet-32, CIFAR-100-LT shape ({len(data.train):,} training / {len(data.test):,} "
-          f"test images), ARB-Loss + mixup, batch 128; best of {epochs} epochs:")
+          f"test images), ARB-Loss + mixup, batch 128; best of {epochs} epochs:", flush=True)
     table(["input path", "amp", "train images/s", "epoch s", "eval s", "200 epochs"],
           resnet32_rows(device, data, epochs, workers))
-    print(f"ResNet-50, batch {r50['batch']}, {r50['size']} x {r50['size']}, 1,000 classes, "
-          f"mixup + ARB-Loss + SGD; mean of {r50['steps']} steps:")
-    table(["amp", "channels_last", "ms / step", "images/s"], resnet50_rows(device, **r50))
 
 
 if __name__ == "__main__":

@@ -45,11 +45,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 "$PY" -c "import torch, torchvision; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'torchvision', torchvision.__version__, 'device', torch.cuda.get_device_name(0))"
 echo "$CORES CPU cores; loader workers in the benches: $WORKERS"
 
-section "tests marked cuda" 240 cuda_tests.log \
+section "tests marked cuda" 180 cuda_tests.log \
     "$PY" -m pytest -q -m cuda -p no:cacheprovider --durations=10 tests
-section "bench_gpu.py (ResNet-32 CIFAR-100-LT, ResNet-50 b256)" 180 bench_gpu.log \
+section "bench_gpu.py (ResNet-50 b256, ResNet-32 CIFAR-100-LT)" 210 bench_gpu.log \
     "$PY" bench/bench_gpu.py --workers "$WORKERS"
-section "bench_imagelist_pipeline.py (image-list input paths)" 150 bench_imagelist.log \
+section "bench_imagelist_pipeline.py (image-list input paths)" 90 bench_imagelist.log \
     "$PY" bench/bench_imagelist_pipeline.py --repeats 3 --workers "$WORKERS"
 
 echo

@@ -44,7 +44,7 @@ def worker_context() -> multiprocessing.context.BaseContext:
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     # applies to the (per-process) fork server when it first starts
-    ctx.set_forkserver_preload(["torch", "datasets"])
+    ctx.set_forkserver_preload(["__main__", "torch", "torchvision", "datasets"])
     return ctx
 
 
