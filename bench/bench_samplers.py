@@ -5,12 +5,11 @@
 For CIFAR-100-LT (imbalance 100), ImageNet-LT and iNaturalist 2018 sized label sets
 (power-law class sizes with the published number of classes and largest class, about the
 published total; the exact per-class counts do not matter for the cost), times per sampler
-and epoch:
-drawing the epoch's global order (``global_order``), this rank's index list (``indices``,
-what the device / image-list pipelines read), and iterating ``(index, seed)`` items (what a
-DataLoader reads), on one rank (``instance`` draws its permutation in ``indices``). The
-class-aware epoch is max_count * num_classes samples
-(MiSLAS), far longer than the others on iNaturalist.
+and epoch: drawing the epoch's global order (``global_order``), this rank's index list
+(``indices``, what the device / image-list pipelines read; ``instance`` draws its
+permutation there), and iterating ``(index, seed)`` items (what a DataLoader reads), on one
+rank. The class-aware epoch is max_count * num_classes samples (MiSLAS), far longer than
+the others on iNaturalist.
 """
 from __future__ import annotations
 
