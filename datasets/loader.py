@@ -88,6 +88,9 @@ def train_loader(cfg, data: DataBundle, device: torch.device, rank: int, world_s
     workers = per_rank_workers(cfg.workers, world_size)
     if sampler is None or isinstance(sampler, str):
         sampler = train_sampler(cfg, data.train, rank, world_size, sampler)
+    if not isinstance(sampler, EpochSampler):
+        log.info("training sampler: %s, %d samples per rank and epoch",
+                 type(sampler).__name__, len(sampler))
     policy = _check_policies(cfg, data)
     if cfg.device_pipeline:
         if policy:
