@@ -17,16 +17,14 @@ individual random draws differ (one generator per batch instead of one per sampl
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from datasets.common import ArrayImageDataset, DataBundle, EpochSampler, sample_seed
-from datasets.samplers import ClassSampler
-
-TrainSampler = Union[EpochSampler, ClassSampler]
+from datasets.samplers import TrainSampler
 
 __all__ = ["DeviceLoader", "device_loader_for", "batch_seed"]
 

@@ -43,7 +43,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ from torch.utils.data import Dataset, default_collate
 
 from datasets.common import DataBundle, EpochSampler, apply_seeded, has_policy
 from datasets.imagelist import IMAGENET_MEAN, IMAGENET_STD, ImageListDataset, transforms
-from datasets.samplers import ClassSampler
+from datasets.samplers import TrainSampler
 from datasets.workers import data_loader, shutdown_workers
 from utils.errors import DataError
 
@@ -349,7 +349,7 @@ class ImageListLoader:
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  image_size: int = 224, resize_size: int = 256, seed: int = 0, rank: int = 0,
                  world_size: int = 1, workers: int = 0, decode: str = "cpu",
-                 sampler: Optional[Union[EpochSampler, ClassSampler]] = None):
+                 sampler: Optional[TrainSampler] = None):
         if decode not in DECODES:
             raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
         if batch_size < 1:
@@ -519,7 +519,7 @@ def _sizes(transform) -> Optional[Tuple[int, int]]:
 def imagelist_loader_for(data: DataBundle, batch_size: int, device, seed: int,
                          rank: int = 0, world_size: int = 1, workers: int = 0,
                          split: str = "train", decode: str = "cpu",
-                         sampler: Optional[Union[EpochSampler, ClassSampler]] = None
+                         sampler: Optional[TrainSampler] = None
                          ) -> Optional[ImageListLoader]:
     """An :class:`ImageListLoader` over ``data.train`` (``split='train'``: training
     augmentation), ``data.test`` (``'test'``) or ``data.train_eval`` (``'train_eval'``), or

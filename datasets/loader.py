@@ -23,11 +23,9 @@ from datasets.common import DataBundle, EpochSampler, has_policy, policy_keys_on
 from datasets.device_pipeline import device_loader_for
 from datasets.imagelist import ImageListDataset
 from datasets.imagelist_pipeline import imagelist_loader_for
-from datasets.samplers import ClassSampler, build_sampler
+from datasets.samplers import TrainSampler, build_sampler
 from datasets.workers import data_loader, per_rank_workers
 from utils.errors import ConfigError, DataError
-
-TrainSampler = Union[EpochSampler, ClassSampler]
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from torch.utils.data import Sampler
 from datasets.common import EpochSampler, sample_seed
 from utils.errors import ConfigError, DataError
 
-__all__ = ["SAMPLERS", "ClassSampler", "PowerSampler", "ProgressiveSampler",
+__all__ = ["SAMPLERS", "TrainSampler", "ClassSampler", "PowerSampler", "ProgressiveSampler",
            "ClassAwareSampler", "build_sampler", "class_probabilities"]
 
 # the accepted values of the config key ``sampler`` (config/__init__.py lists the same)
@@ -239,9 +239,13 @@ class ClassAwareSampler(ClassSampler):
         return order.reshape(-1)[:self.num_samples]
 
 
+# what a training loader accepts as its sampler
+TrainSampler = Union[EpochSampler, ClassSampler]
+
+
 def build_sampler(kind: str, targets: Sequence[int], *, seed: int = 0, rank: int = 0,
                   world_size: int = 1, num_epochs: int = 1,
-                  num_samples: Optional[int] = None) -> Union[EpochSampler, ClassSampler]:
+                  num_samples: Optional[int] = None) -> TrainSampler:
     """The training sampler ``kind`` (one of :data:`SAMPLERS`) over ``targets``.
 
     ``instance`` is today's :class:`EpochSampler` (shuffled, padded to equal DDP shares;
