@@ -33,6 +33,7 @@ _CHOICES = {
     "class_order": ("reference", "stable"),
     "imagelist_pipeline": ("fast", "reference"),
     "imagelist_decode": ("cpu", "cuda"),
+    "sampler": ("instance", "class_balanced", "sqrt", "progressive", "class_aware"),
 }
 
 # Data sets with a fixed published split (list files): imb_factor is not used; the published

@@ -75,6 +75,18 @@ _C.class_order = 'reference'  # image-list count ties: reference (published nump
 _C.image_size = 224  # image-list data: training crop / test centre-crop size
 _C.resize_size = 256  # image-list data: test images are resized to this before the centre crop
 
+# ---------------------------------------------------------------- sampling and augmentation
+# training sampler (datasets/samplers.py): instance (a shuffle of the training set, the
+# published recipe) | class_balanced | sqrt | progressive (Kang et al., ICLR 2020) |
+# class_aware (MiSLAS's stage-2 sampler)
+_C.sampler = 'instance'
+_C.cutmix = False  # CutMix of the training batch (Yun et al., ICCV 2019); not with mixup
+_C.cutmix_alpha = 1.0  # CutMix lam ~ Beta(cutmix_alpha, cutmix_alpha); 0 = no cutting
+_C.autoaugment = False  # CIFAR / image lists: AutoAugment (CIFAR10 / IMAGENET policy)
+_C.randaugment = False  # CIFAR / image lists: RandAugment (not with autoaugment)
+_C.randaugment_n = 2  # RandAugment: operations per image
+_C.randaugment_m = 9  # RandAugment: magnitude, 0..30 (torchvision's 31 bins)
+
 # ---------------------------------------------------------------- model
 _C.pretrained_path = ''  # Places-LT: local file with ImageNet ResNet weights
 

@@ -6,12 +6,18 @@ import logging
 import os
 import pickle
 import tarfile
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torchvision.transforms as T
 
-from datasets.common import ArrayImageDataset, DataBundle, lt_counts, lt_indices
+from datasets.common import (
+    ArrayImageDataset,
+    DataBundle,
+    lt_counts,
+    lt_indices,
+    policy_augmentation,
+)
 from utils.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -115,10 +121,14 @@ def locate(name: str, data_path: str, download: bool = True) -> str:
                     f"(the python version from {spec['url']}); set data_path to its folder")
 
 
-def transforms(train: bool):
+def transforms(train: bool, policy: Optional[Callable] = None):
+    """Reference transforms (RandomCrop(32, padding=4) + flip for training); ``policy``
+    (AutoAugment / RandAugment, :func:`datasets.common.policy_augmentation`) goes after the
+    flip, before ToTensor, as in the AutoAugment paper's CIFAR recipe."""
     norm = [T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD)]
     if train:
-        return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] + norm)
+        extra = [policy] if policy is not None else []
+        return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), *extra] + norm)
     return T.Compose(norm)
 
 
@@ -151,7 +161,8 @@ def build_cifar(cfg, name: str) -> DataBundle:
     x_tr, y_tr = x_tr[keep], y_tr[keep]
     cls_num_list = np.bincount(y_tr, minlength=spec["classes"]).tolist()
     return DataBundle(
-        train=ArrayImageDataset(x_tr, y_tr, transforms(True)),
+        train=ArrayImageDataset(x_tr, y_tr, transforms(
+            True, policy_augmentation(cfg, T.AutoAugmentPolicy.CIFAR10))),
         test=ArrayImageDataset(x_te, y_te, transforms(False)),
         cls_num_list=cls_num_list, name=name, in_channels=3,
         train_eval=ArrayImageDataset(x_tr, y_tr, transforms(False)),

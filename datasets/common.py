@@ -1,5 +1,6 @@
 """Pieces shared by every data set: the long-tail profile, an in-memory image data set,
-and a sampler whose augmentation randomness depends only on (seed, epoch, sample)."""
+a sampler whose augmentation randomness depends only on (seed, epoch, sample), and the
+optional AutoAugment / RandAugment policy of the training transforms."""
 from __future__ import annotations
 
 import math
@@ -8,8 +9,11 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
+
+from utils.errors import ConfigError
 
 
 def lt_counts(n_max: int, num_classes: int, imb_factor: float, imb_type: str = "exp") -> List[int]:
@@ -103,6 +107,8 @@ def apply_seeded(transform: Callable, img, seed: Optional[int]):
 
 class EpochSampler(Sampler):
     """Shuffled (or ordered) indices for one rank, reshuffled per epoch from (seed, epoch).
+    The ``instance`` training sampler, and the order of every evaluation loader (the other
+    training samplers are in :mod:`datasets.samplers`).
 
     Yields ``(index, per-sample seed)`` pairs. Under DDP each rank takes every
     ``world_size``-th index of the shuffled order; the order is padded by repetition so all
@@ -140,6 +146,48 @@ class EpochSampler(Sampler):
         else:
             share = len(range(self.rank, self.n, self.world_size))
         return max(share - self.start, 0)
+
+
+# config keys of the augmentation policies (off by default: the published recipes have none)
+POLICY_KEYS = ("autoaugment", "randaugment")
+
+
+def policy_keys_on(cfg) -> List[str]:
+    """The policy keys (:data:`POLICY_KEYS`) a config turns on."""
+    return [k for k in POLICY_KEYS if bool(cfg.get(k, False))]
+
+
+def policy_augmentation(cfg, policy: T.AutoAugmentPolicy) -> Optional[Callable]:
+    """The augmentation policy a config asks for, to insert after the crop / flip (and colour
+    jitter) of a training transform and before ToTensor, as the published recipes with these
+    policies do; None when both keys are off.
+
+    ``autoaugment``: torchvision's ``AutoAugment(policy)`` (Cubuk et al., CVPR 2019; the
+    caller picks the CIFAR10 or IMAGENET policy). ``randaugment``: torchvision's
+    ``RandAugment(num_ops=randaugment_n, magnitude=randaugment_m)`` (Cubuk et al., NeurIPS
+    2020; magnitude indexes torchvision's 31 bins, 0..30). Both draw from torch's global
+    CPU generator, which :func:`apply_seeded` seeds per sample.
+    """
+    on = policy_keys_on(cfg)
+    if len(on) > 1:
+        raise ConfigError("keys 'autoaugment' and 'randaugment' are both True; accepted: at "
+                          "most one augmentation policy")
+    if not on:
+        return None
+    if on[0] == "autoaugment":
+        return T.AutoAugment(policy)
+    n, m = cfg.get("randaugment_n", 2), cfg.get("randaugment_m", 9)
+    if not isinstance(n, int) or n < 1:
+        raise ConfigError(f"key 'randaugment_n' is {n!r}; accepted: an integer >= 1")
+    if not isinstance(m, int) or not 0 <= m <= 30:
+        raise ConfigError(f"key 'randaugment_m' is {m!r}; accepted: an integer in [0, 30]")
+    return T.RandAugment(num_ops=n, magnitude=m)
+
+
+def has_policy(transform) -> bool:
+    """Whether a (Compose) transform contains an AutoAugment / RandAugment step."""
+    return any(isinstance(t, (T.AutoAugment, T.RandAugment))
+               for t in getattr(transform, "transforms", []))
 
 
 @dataclass

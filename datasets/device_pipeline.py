@@ -10,8 +10,9 @@ whole uint8 training set on the device and builds each batch with one gather:
 
 The augmentation distribution is that of ``RandomCrop(size, padding=pad)`` (top and left offsets
 uniform in [0, 2 * pad], zero fill) followed by ``RandomHorizontalFlip()`` (p = 0.5), and the
-sample order is that of the per-sample path: both use :class:`EpochSampler` with the same seed.
-Only the individual random draws differ (one generator per batch instead of one per sample).
+sample order is that of the per-sample path: both use the same sampler (by default
+:class:`EpochSampler`; any sampler of :mod:`datasets.samplers`) with the same seed. Only the
+individual random draws differ (one generator per batch instead of one per sample).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from datasets.common import ArrayImageDataset, DataBundle, EpochSampler, sample_seed
+from datasets.samplers import TrainSampler
 
 __all__ = ["DeviceLoader", "device_loader_for", "batch_seed"]
 
@@ -51,8 +53,10 @@ class DeviceLoader:
         flip: random horizontal flip with p = 0.5.
         seed: run seed (shuffle order and augmentation).
         rank, world_size: DDP share, as in ``EpochSampler`` (padded to equal shares).
+        sampler: the training sampler (:func:`datasets.samplers.build_sampler`, built with
+            the same rank and world size); None: ``EpochSampler`` (instance sampling).
 
-    ``sampler`` is the :class:`EpochSampler` that orders the epoch: call
+    ``sampler`` orders the epoch: call
     ``sampler.set_epoch(e)`` before iterating and set ``sampler.start`` (items of this rank's
     share to skip) to resume inside an epoch. The augmentation of batch b of epoch e is drawn
     from a CPU generator seeded by (seed, epoch, b, rank), b counted from the start of the epoch,
@@ -65,7 +69,8 @@ class DeviceLoader:
 
     def __init__(self, images: np.ndarray, targets: Sequence[int], batch_size: int,
                  device, mean: Sequence[float], std: Sequence[float], pad: int, flip: bool,
-                 seed: int, rank: int = 0, world_size: int = 1):
+                 seed: int, rank: int = 0, world_size: int = 1,
+                 sampler: Optional[TrainSampler] = None):
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 N x H x W x C; got {images.dtype} "
@@ -98,8 +103,10 @@ class DeviceLoader:
         self._rows = torch.arange(h, device=self.device)
         self._cols = torch.arange(w, device=self.device)
         self._chan = torch.arange(c, device=self.device).view(1, c, 1, 1)
-        self.sampler = EpochSampler(n, seed=seed, shuffle=True, rank=rank,
-                                    world_size=world_size, pad=True)
+        if sampler is None:
+            sampler = EpochSampler(n, seed=seed, shuffle=True, rank=rank,
+                                   world_size=world_size, pad=True)
+        self.sampler = sampler
 
     def __len__(self) -> int:
         """Batches left in this epoch (after ``sampler.start`` items)."""
@@ -152,7 +159,8 @@ class DeviceLoader:
 
 
 def device_loader_for(data: DataBundle, batch_size: int, device, seed: int, rank: int = 0,
-                      world_size: int = 1) -> Optional[DeviceLoader]:
+                      world_size: int = 1, sampler: Optional[TrainSampler] = None
+                      ) -> Optional[DeviceLoader]:
     """A :class:`DeviceLoader` over ``data.train``, or None when the data set is not an
     in-memory :class:`ArrayImageDataset` with ``mean``, ``std`` and ``augment`` in
     ``data.extra`` (image-list data sets keep the per-sample path)."""
@@ -164,4 +172,4 @@ def device_loader_for(data: DataBundle, batch_size: int, device, seed: int, rank
     return DeviceLoader(data.train.images, data.train.targets, batch_size, device,
                         extra["mean"], extra["std"], pad=int(aug.get("pad", 0)),
                         flip=bool(aug.get("flip", False)), seed=seed, rank=rank,
-                        world_size=world_size)
+                        world_size=world_size, sampler=sampler)

@@ -24,7 +24,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 from datasets.class_order import MODES, class_order
-from datasets.common import DataBundle, SeededImageDataset
+from datasets.common import DataBundle, SeededImageDataset, policy_augmentation
 from utils.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -283,13 +283,18 @@ class ImageListDataset(SeededImageDataset):
 
 
 def transforms(train: bool, image_size: int = 224, resize_size: int = 256,
-               mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+               mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+               policy: Optional[Callable] = None):
     """Reference transforms: train RandomResizedCrop + flip + ColorJitter(0.4, 0.4, 0.4, 0);
-    test Resize + CenterCrop; then normalisation by the data set's mean / std."""
+    test Resize + CenterCrop; then normalisation by the data set's mean / std. ``policy``
+    (AutoAugment / RandAugment, :func:`datasets.common.policy_augmentation`) goes after the
+    ColorJitter, before ToTensor, where PaCo (Cui et al., ICCV 2021) puts RandAugment in its
+    ImageNet-LT recipe of the same crop / flip / jitter."""
     norm = [T.ToTensor(), T.Normalize(mean, std)]
     if train:
+        extra = [policy] if policy is not None else []
         return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(),
-                          T.ColorJitter(0.4, 0.4, 0.4, 0)] + norm)
+                          T.ColorJitter(0.4, 0.4, 0.4, 0), *extra] + norm)
     return T.Compose([T.Resize(resize_size), T.CenterCrop(image_size)] + norm)
 
 
@@ -341,8 +346,11 @@ def build_imagelist(cfg, dataset: str) -> DataBundle:
              "order %s); lists %s, %s", spec.title, len(y_train), len(y_test), num_classes,
              counts[0], counts[-1], mode, train_file, test_file)
 
+    policy = policy_augmentation(cfg, T.AutoAugmentPolicy.IMAGENET)
+
     def make(lst: ImageList, y: np.ndarray, train_tf: bool) -> ImageListDataset:
-        tf = transforms(train_tf, image_size, resize_size, spec.mean, spec.std)
+        tf = transforms(train_tf, image_size, resize_size, spec.mean, spec.std,
+                        policy if train_tf else None)
         return ImageListDataset(root, lst.images, y, tf, lst.path)
 
     return DataBundle(

@@ -52,8 +52,9 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
-from datasets.common import DataBundle, EpochSampler, apply_seeded
+from datasets.common import DataBundle, EpochSampler, apply_seeded, has_policy
 from datasets.imagelist import IMAGENET_MEAN, IMAGENET_STD, ImageListDataset, transforms
+from datasets.samplers import TrainSampler
 from datasets.workers import data_loader, shutdown_workers
 from utils.errors import DataError
 
@@ -334,8 +335,10 @@ class ImageListLoader:
         workers: loader worker processes (0: load in this process).
         decode: 'cpu' (workers decode) or 'cuda' (training JPEGs decoded on the GPU;
             evaluation always decodes on the CPU, to stay exact).
+        sampler: training only: the training sampler (:func:`datasets.samplers.build_sampler`,
+            built with the same rank and world size); None: :class:`EpochSampler`.
 
-    ``sampler`` is the :class:`EpochSampler`: call ``sampler.set_epoch(e)`` before iterating
+    ``sampler`` orders the epoch: call ``sampler.set_epoch(e)`` before iterating
     and set ``sampler.start`` to resume inside an epoch; augmentation depends only on (seed,
     epoch, sample), so resuming yields the remaining batches of the uninterrupted epoch.
     Iterating yields ``(x, y)``: x float32 B x 3 x S x S normalised, y int64 B, both on
@@ -345,7 +348,8 @@ class ImageListLoader:
     def __init__(self, dataset: ImageListDataset, batch_size: int, device, train: bool,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  image_size: int = 224, resize_size: int = 256, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, workers: int = 0, decode: str = "cpu"):
+                 world_size: int = 1, workers: int = 0, decode: str = "cpu",
+                 sampler: Optional[TrainSampler] = None):
         if decode not in DECODES:
             raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
         if batch_size < 1:
@@ -366,8 +370,12 @@ class ImageListLoader:
         self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(shape).to(self.device)
         self.std = torch.as_tensor(std, dtype=torch.float32).reshape(shape).to(self.device)
         self.items = _Items(dataset, train, recipe, eval_ops, self.decode == "cuda")
-        self.sampler = EpochSampler(len(dataset), seed=seed, shuffle=train, rank=rank,
-                                    world_size=world_size, pad=train)
+        if sampler is not None and not train:
+            raise ValueError("evaluation loaders keep the in-order EpochSampler")
+        if sampler is None:
+            sampler = EpochSampler(len(dataset), seed=seed, shuffle=train, rank=rank,
+                                   world_size=world_size, pad=train)
+        self.sampler = sampler
         self.loader = data_loader(self.items, self.sampler, batch_size, workers,
                                   pin_memory=self.device.type == "cuda", collate_fn=_collate)
 
@@ -510,22 +518,24 @@ def _sizes(transform) -> Optional[Tuple[int, int]]:
 
 def imagelist_loader_for(data: DataBundle, batch_size: int, device, seed: int,
                          rank: int = 0, world_size: int = 1, workers: int = 0,
-                         split: str = "train", decode: str = "cpu"
+                         split: str = "train", decode: str = "cpu",
+                         sampler: Optional[TrainSampler] = None
                          ) -> Optional[ImageListLoader]:
     """An :class:`ImageListLoader` over ``data.train`` (``split='train'``: training
     augmentation), ``data.test`` (``'test'``) or ``data.train_eval`` (``'train_eval'``), or
     None when that split is not an :class:`ImageListDataset` carrying the reference
-    transform of :func:`datasets.imagelist.transforms` (other data sets keep their path).
-    Sizes come from that transform, mean / std from ``data.extra``."""
+    transform of :func:`datasets.imagelist.transforms` without an augmentation policy (other
+    data sets keep their path). Sizes come from that transform, mean / std from
+    ``data.extra``; ``sampler``: the training sampler (None: :class:`EpochSampler`)."""
     dataset = {"train": data.train, "test": data.test, "train_eval": data.train_eval}[split]
     if not isinstance(dataset, ImageListDataset):
         return None
     sizes = _sizes(dataset.transform)
-    if sizes is None:
-        return None
+    if sizes is None or has_policy(dataset.transform):
+        return None  # AutoAugment / RandAugment: only the per-sample path applies them
     extra = data.extra or {}
     return ImageListLoader(dataset, batch_size, device, train=split == "train",
                            mean=extra.get("mean", IMAGENET_MEAN),
                            std=extra.get("std", IMAGENET_STD), image_size=sizes[0],
                            resize_size=sizes[1], seed=seed, rank=rank, world_size=world_size,
-                           workers=workers, decode=decode)
+                           workers=workers, decode=decode, sampler=sampler)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from analysis.metrics import class_ranges
-from config import cfg_to_yaml, mixup_enabled
+from config import cfg_to_yaml
 from datasets import DataBundle, build_data
 from datasets.loader import eval_loader, train_loader
 from datasets.workers import shutdown_workers
@@ -38,7 +38,8 @@ from engine.hooks import (
 from engine.runtime import autocast_factory, grad_scaler, seed_everything
 from engine.schedule import lr_at_epoch
 from engine.state import CutEpoch, RandomStreams, StopFlag, TrainState
-from methods import build_criterion, describe_criterion, mixup_criterion, mixup_data
+from methods import build_criterion, describe_criterion, mixup_criterion
+from methods.mixup import batch_mixing
 from models import LTNet, build_network, count_parameters
 from utils import comm
 from utils.checkpoint import load_checkpoint
@@ -55,7 +56,7 @@ class Trainer:
 
     Owns: ``data``, ``ranges`` (many / medium / few), ``net`` (the plain network) and
     ``train_net`` (its DDP / compiled wrapper), ``criterion``, ``optimizer``, ``scaler``,
-    ``streams`` (random streams of mixup), ``state`` (:class:`TrainState`), ``cut`` (the
+    ``streams`` (random streams of batch mixing), ``state`` (:class:`TrainState`), ``cut`` (the
     statistics of an interrupted epoch), ``run_dir``, ``writer`` (TensorBoard, rank 0),
     the loaders and the hooks. ``hooks`` given here run after the default ones;
     ``data`` replaces the config's data set (benchmarks, tests).
@@ -75,7 +76,7 @@ class Trainer:
         self.net = self.build_network()
         self.criterion = build_criterion(cfg, self.data.cls_num_list)
         self.autocast = autocast_factory(cfg, self.device)
-        self.mixup = mixup_enabled(cfg)
+        self.mix = batch_mixing(cfg)  # mixup, CutMix or None
         self.extra_hooks: List[HookBase] = list(hooks)
         self.hooks: List[HookBase] = []
         self.state = TrainState()
@@ -272,9 +273,8 @@ class Trainer:
             y = y.to(device, non_blocking=True)
             if cfg.channels_last and device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            if self.mixup:
-                x, y_a, y_b, lam = mixup_data(x, y, cfg.alpha, self.streams.numpy,
-                                              self.streams.torch)
+            if self.mix is not None:
+                x, y_a, y_b, lam = self.mix(x, y, self.streams.numpy, self.streams.torch)
             else:
                 y_a, y_b, lam = y, y, 1.0
             cnt = criterion.counts_for(y_a, cfg.num_classes)
