@@ -184,7 +184,7 @@ def _show(value: Any, limit: int = 80) -> str:
     try:
         text = repr(value)
     except ValueError:  # an int beyond Python's digit limit for str()
-        text = f"<an integer of about {value.bit_length() * 3 // 10} digits>"
+        text = f"<an integer of about {int(value.bit_length() * 0.30103) + 1} digits>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -216,6 +216,18 @@ def test_one_line_errors_name_key_value_and_accepted(tmp_path, text, opts, messa
     assert msg.startswith(message), msg  # the whole message, or its start where it is long
 
 
+def test_an_integer_too_long_for_python_is_one_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("seed: " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(p))
+    # Python >= 3.11 (and the 3.9 / 3.10 security releases) refuse to parse it; older ones
+    # parse it and the range check refuses it
+    assert str(e.value).startswith((f"{p}: cannot read config file (ValueError: Exceeds the "
+                                    "limit (4300 digits) for integer string conversion",
+                                    f"{p}: key 'seed' is <an integer of about 5000 digits>"))
+
+
 def test_yaml_merge_keys_may_be_overridden_and_nested_duplicates_are_refused(tmp_path):
     from config import _read_yaml
     p = tmp_path / "m.yaml"
