@@ -3,6 +3,7 @@ an analysis report.
 
     python eval.py --cfg config/cifar10/cifar10_imb001_stage1_mixup.yaml resume CKPT
     python eval.py --cfg CFG --out DIR --no-nc resume CKPT
+    python eval.py --cfg CFG resume CKPT --json           # flags may come anywhere
 
 Prints the metrics (``--json``: one JSON object) and writes a report folder: by default
 ``<run folder>/eval_<checkpoint stem>/`` for a checkpoint in a run's ``ckps`` folder (the

@@ -29,8 +29,8 @@ from config.defaults import get_cfg_defaults
 from utils.errors import ConfigError
 
 __all__ = ["get_cfg_defaults", "load_config", "cfg_to_yaml", "cfg_from_yaml_string",
-           "mixup_enabled", "validate", "check_class_ranges", "IMAGE_LIST_DATASETS",
-           "STAGE2_KEYS", "CLASS_RANGE_KEYS", "RANGE_PLACEHOLDER"]
+           "mixup_enabled", "validate", "check_value", "accepted_values", "check_class_ranges",
+           "IMAGE_LIST_DATASETS", "STAGE2_KEYS", "CLASS_RANGE_KEYS", "RANGE_PLACEHOLDER"]
 
 _CHOICES = {
     "imb_type": ("exp", "step"),
@@ -165,7 +165,7 @@ def _kind(key: str) -> str:
     return _KIND_NAMES[t]
 
 
-def accepted(key: str) -> str:
+def accepted_values(key: str) -> str:
     """What a key accepts, in words (the end of every error message about it)."""
     t = _key_type(key)
     if key in _CHOICES:
@@ -239,19 +239,19 @@ def check_value(key: str, value: Any, source: Optional[str] = None) -> Any:
         if key in _NULLABLE:
             return None
         raise ConfigError(_with_source(source, f"key '{key}' cannot be null (an empty value "
-                                               f"in yaml is null); accepted: {accepted(key)}"))
+                                               "in yaml is null); accepted: "
+                                               f"{accepted_values(key)}"))
     try:
         if t is list:
             if not isinstance(value, (list, tuple)):
                 raise ValueError(value)
-            item = _item_type(key)
-            value = [_as_type(v, item) for v in value]
+            value = [_as_type(v, _item_type(key)) for v in value]
         else:
             value = _as_type(value, t)
     except ValueError:
         raise ConfigError(_with_source(source, f"key '{key}' expects {_kind(key)}, got "
-                                               f"{_show(raw)}; accepted: {accepted(key)}")
-                          ) from None
+                                               f"{_show(raw)}; accepted: "
+                                               f"{accepted_values(key)}")) from None
     numbers = value if t is list else [value] if t in (int, float) else []
     in_rule = key not in _RULES or _RULES[key].ok(value)
     note = ""
@@ -262,7 +262,7 @@ def check_value(key: str, value: Any, source: Optional[str] = None) -> Any:
         note = " (a 64-bit integer: below 2**63)"
     if note or not in_rule or (key in _CHOICES and value not in _CHOICES[key]):
         raise ConfigError(_with_source(source, f"key '{key}' is {_show(value)}; accepted: "
-                                               f"{accepted(key)}{note}"))
+                                               f"{accepted_values(key)}{note}"))
     return value
 
 
@@ -275,7 +275,7 @@ def _apply(cfg: CN, items: dict, source: str) -> None:
                               "accepted keys are listed in config/defaults.py")
         if isinstance(value, dict):
             raise ConfigError(f"{source}: key '{key}' takes a single value, not a mapping "
-                              f"(got {_show(value)}); accepted: {accepted(key)}")
+                              f"(got {_show(value)}); accepted: {accepted_values(key)}")
         cfg[key] = check_value(key, value, source)
 
 

@@ -241,9 +241,9 @@ def test_yaml_merge_keys_may_be_overridden_and_nested_duplicates_are_refused(tmp
 def test_every_key_has_a_type_and_a_description():
     """A key whose default is null (or an empty list) must declare its type in config: the
     check cannot guess it."""
-    from config import accepted
+    from config import accepted_values
     for key in get_cfg_defaults():
-        assert accepted(key), key
+        assert accepted_values(key), key
 
 
 def test_class_ranges_all_three_given_or_none(tmp_path):
