@@ -3,6 +3,7 @@ an analysis report.
 
     python eval.py --cfg config/cifar10/cifar10_imb001_stage1_mixup.yaml resume CKPT
     python eval.py --cfg CFG --out DIR --no-nc resume CKPT
+    python eval.py --cfg CFG resume CKPT --json           # flags may come anywhere
 
 Prints the metrics (``--json``: one JSON object) and writes a report folder: by default
 ``<run folder>/eval_<checkpoint stem>/`` for a checkpoint in a run's ``ckps`` folder (the
@@ -30,6 +31,7 @@ from config import load_config
 from datasets import build_data
 from datasets.loader import eval_loader
 from engine import autocast_factory, distributed_session
+from engine.cli import ScriptParser
 from engine.evaluation import predict, training_features
 from models import build_network
 from utils import comm
@@ -42,8 +44,9 @@ _CKPT_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar", ".ckpt")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Evaluate a stage-1 checkpoint and write a report.")
-    p.add_argument("--cfg", required=True, help="yaml config file of the run")
+    """Flags anywhere; ``opts``: the KEY VALUE overrides ('resume CKPT' among them)."""
+    p = ScriptParser("eval.py", "Evaluate a stage-1 checkpoint and write a report.",
+                     overrides="config overrides; 'resume CKPT' names the checkpoint")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="report folder (default: eval_<checkpoint stem> in the run folder, "
@@ -51,9 +54,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--no-report", action="store_true", help="only print the metrics")
     p.add_argument("--no-nc", action="store_true",
                    help="skip the neural-collapse metrics (a pass over the training set)")
-    p.add_argument("--local_rank", "--local-rank", type=int, default=None, dest="local_rank")
-    p.add_argument("opts", nargs=argparse.REMAINDER,
-                   help="KEY VALUE overrides; 'resume CKPT' names the checkpoint")
     return p.parse_args(argv)
 
 

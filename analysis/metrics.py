@@ -5,6 +5,7 @@ from typing import Dict, Sequence, Tuple
 
 import torch
 
+from config import CLASS_RANGE_KEYS, check_class_ranges
 from utils.errors import ConfigError
 
 N_BINS = 15
@@ -71,17 +72,21 @@ def derive_class_ranges(cls_num_list: Sequence[int], many: int = 100, few: int =
 def class_ranges(cfg, cls_num_list: Sequence[int]) -> ClassRanges:
     """The config's ``head/med/tail_class_idx`` when given, else derived from the counts.
 
-    A key left at its placeholder default ``[0, 1]`` counts as not given.
+    The three keys are given together or not at all (all at the placeholder ``[0, 1]``);
+    given ones must be contiguous (:func:`config.check_class_ranges`) and end at the number
+    of classes of the data.
     """
     c = len(cls_num_list)
-    given = [tuple(cfg.head_class_idx), tuple(cfg.med_class_idx), tuple(cfg.tail_class_idx)]
-    if all(g == (0, 1) for g in given):
+    if not check_class_ranges(cfg):
         return derive_class_ranges(cls_num_list)
-    for key, (a, b) in zip(("head_class_idx", "med_class_idx", "tail_class_idx"), given):
-        if not 0 <= a <= b <= c:
-            raise ConfigError(f"key '{key}' is [{a}, {b}]; accepted: 0 <= start <= end <= "
-                              f"num_classes ({c})")
-    return dict(zip(("many", "medium", "few"), given))
+    end = cfg.tail_class_idx[1]
+    if end != c:
+        raise ConfigError(f"key 'tail_class_idx' is {list(cfg.tail_class_idx)} but the data "
+                          f"has {c} classes; accepted: class ranges covering [0, {c}) (few "
+                          f"ending at {c}), or none of head / med / tail_class_idx (derived "
+                          "from the training counts)")
+    return {name: (int(cfg[key][0]), int(cfg[key][1]))
+            for name, key in zip(("many", "medium", "few"), CLASS_RANGE_KEYS)}
 
 
 def shot_accuracies(class_acc: torch.Tensor, ranges: ClassRanges) -> Dict[str, float]:

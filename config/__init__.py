@@ -8,13 +8,19 @@ the factor unused), ``alpha: null`` with ``mixup: False`` (unused), ``gpu: null`
 would have to be used (``imb_factor`` of CIFAR / digits, ``alpha`` with mixup on) is a
 one-line :class:`ConfigError`. MiSLAS stage-2 configs (``mode: 'stage2'``) and stage-2 keys set
 in a stage-1 run are refused with one line, never silently ignored.
+
+Every value passes one check before it reaches the code: its type is that of the key's default
+(:data:`_NULL_DEFAULT_TYPES` for the keys whose default is null), numbers must be finite and lie
+in the key's range (:data:`_RULES`), strings of a key with choices must be one of them
+(``_CHOICES``). A key given twice in one yaml file is an error (yaml itself keeps the last).
 """
 from __future__ import annotations
 
 import ast
 import difflib
+import math
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -23,7 +29,8 @@ from config.defaults import get_cfg_defaults
 from utils.errors import ConfigError
 
 __all__ = ["get_cfg_defaults", "load_config", "cfg_to_yaml", "cfg_from_yaml_string",
-           "mixup_enabled", "IMAGE_LIST_DATASETS", "STAGE2_KEYS"]
+           "mixup_enabled", "validate", "check_value", "accepted_values", "check_class_ranges",
+           "IMAGE_LIST_DATASETS", "STAGE2_KEYS", "CLASS_RANGE_KEYS", "RANGE_PLACEHOLDER"]
 
 _CHOICES = {
     "imb_type": ("exp", "step"),
@@ -45,54 +52,219 @@ IMAGE_LIST_DATASETS = ("imagenet", "ina2018", "places")
 # training cannot honour them.
 STAGE2_KEYS = ("shift_bn", "lr_factor", "train_stage2_instance")
 
+# The many / medium / few class ranges ([start, end) each); all three at the placeholder
+# default [0, 1] means "not given": the ranges are derived from the training counts.
+CLASS_RANGE_KEYS = ("head_class_idx", "med_class_idx", "tail_class_idx")
+RANGE_PLACEHOLDER = [0, 1]
+
 # The defaults, frozen: the type reference of every key (a key set to null keeps its type).
 _DEFAULTS = get_cfg_defaults()
 _DEFAULTS.freeze()
 # Keys that accept null: those whose default is None, and those the published configs set null.
 _NULLABLE = frozenset([k for k, v in _DEFAULTS.items() if v is None]
                       + ["gpu", "imb_factor", "alpha"])
+# The type of each key whose default is null (every other key has the type of its default).
+_NULL_DEFAULT_TYPES: Dict[str, type] = {
+    "mode": str, "smooth_tail": float, "smooth_head": float, "lr_factor": float,
+}
+# The item type of list keys whose default is empty (others: the type of the default's items).
+_LIST_ITEM_TYPES: Dict[str, type] = {}
+
+# numpy's legacy seeding (np.random.seed in engine/runtime.py: seed_everything) accepts
+# [0, 2**32 - 1]; the per-rank streams (engine/state.py: RandomStreams, seed + 7919 * rank)
+# use numpy's default_rng and torch's manual_seed, which accept any such seed plus the offset.
+SEED_MAX = 2 ** 32 - 1
+# Integers beyond int64 overflow in torch / numpy calls.
+_INT64_MAX = 2 ** 63 - 1
 
 
-def _decode(value: Any, default: Any) -> Any:
+class _Rule(NamedTuple):
+    """The values a key accepts beyond its type: ``text`` describes them, ``ok`` tests one
+    (a number, or for a list key the whole list of numbers)."""
+    text: str
+    ok: Callable[[Any], bool]
+
+
+def _at_least(low: float, kind: str = "an integer") -> _Rule:
+    return _Rule(f"{kind} >= {low}", lambda v: v >= low)
+
+
+def _above(low: float) -> _Rule:
+    return _Rule(f"a number > {low}", lambda v: v > low)
+
+
+def _interval(low: float, high: float, kind: str = "a number", low_open: bool = False,
+              high_open: bool = False) -> _Rule:
+    text = f"{kind} in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    return _Rule(text, lambda v: ((low < v) if low_open else (low <= v))
+                 and ((v < high) if high_open else (v <= high)))
+
+
+def _class_range_ok(v: Sequence[int]) -> bool:
+    return len(v) == 2 and 0 <= v[0] < v[1]
+
+
+def _lr_steps_ok(v: Sequence[int]) -> bool:
+    return len(v) <= 2 and all(x >= 0 for x in v) and list(v) == sorted(v)
+
+
+_CLASS_RANGE_RULE = _Rule("[start, end] with 0 <= start < end (the classes start .. end - 1)",
+                          _class_range_ok)
+
+# Ranges of the numeric keys (a number key without a rule accepts any finite number).
+_RULES: Dict[str, _Rule] = {
+    **{k: _at_least(1) for k in ("print_freq", "num_classes", "batch_size", "num_epochs",
+                                 "eval_freq", "image_size", "resize_size")},
+    **{k: _at_least(0) for k in ("workers", "test_batch_size", "warmup_epochs",
+                                 "grad_stats_freq", "nc_freq", "plot_freq",
+                                 "digits_test_per_class", "gpu")},
+    "world_size": _Rule("-1 (not set) or an integer >= 1", lambda v: v == -1 or v >= 1),
+    "rank": _Rule("-1 (not set) or an integer >= 0", lambda v: v >= -1),
+    "seed": _interval(0, SEED_MAX, "an integer"),
+    "imb_factor": _interval(0, 1, low_open=True),
+    "lr": _above(0),
+    "lr_factor": _above(0),
+    "las_power": _above(0),
+    "weight_decay": _at_least(0, "a number"),
+    "momentum": _at_least(0, "a number"),
+    "alpha": _at_least(0, "a number"),
+    # label smoothing of one class: 1 would leave no weight on the true class
+    "smooth_head": _interval(0, 1, high_open=True),
+    "smooth_tail": _interval(0, 1, high_open=True),
+    **{k: _CLASS_RANGE_RULE for k in CLASS_RANGE_KEYS},
+    "lr_steps": _Rule("at most two epochs >= 0, in increasing order (e.g. [160, 180])",
+                      _lr_steps_ok),
+}
+
+_KIND_NAMES = {bool: "a bool", int: "an integer", float: "a float", str: "a string"}
+_ANY_OF_KIND = {bool: "True or False", int: "an integer", float: "a finite number",
+                str: "a string"}
+
+
+def _key_type(key: str) -> type:
+    """The type of a key's values (list for list keys)."""
+    default = _DEFAULTS[key]
+    if default is None:
+        return _NULL_DEFAULT_TYPES[key]
+    return list if isinstance(default, (list, tuple)) else type(default)
+
+
+def _item_type(key: str) -> type:
+    """The item type of a list key."""
+    if key in _LIST_ITEM_TYPES:
+        return _LIST_ITEM_TYPES[key]
+    items = _DEFAULTS[key]
+    return float if any(isinstance(i, float) for i in items) else type(items[0])
+
+
+def _kind(key: str) -> str:
+    """The type of a key in words: 'a float', 'a list of integers'..."""
+    t = _key_type(key)
+    if t is list:
+        return "a list of " + {int: "integers", float: "numbers", str: "strings",
+                               bool: "bools"}[_item_type(key)]
+    return _KIND_NAMES[t]
+
+
+def accepted_values(key: str) -> str:
+    """What a key accepts, in words (the end of every error message about it)."""
+    t = _key_type(key)
+    if key in _CHOICES:
+        text = ", ".join(_CHOICES[key])
+    elif key in _RULES:
+        text = _RULES[key].text
+    elif t is list:
+        text = _kind(key)
+    else:
+        text = _ANY_OF_KIND[t]
+    return text + (", or null" if key in _NULLABLE else "")
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """A value as shown in an error message: its repr, shortened."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's digit limit for str()
+        text = f"<an integer of about {int(value.bit_length() * 0.30103) + 1} digits>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _decode(value: Any, default_type: type) -> Any:
     """Decode a raw yaml / command-line value the way yacs does, keeping strings for str keys."""
-    if isinstance(value, str) and not isinstance(default, str):
+    if isinstance(value, str) and default_type is not str:
         try:
             value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             pass
-    if (isinstance(default, str) and not isinstance(value, str) and value is not None
-            and not isinstance(value, (list, dict))):
+    if (default_type is str and value is not None
+            and not isinstance(value, (str, list, tuple, dict, set))):
         value = str(value)
     return value
 
 
-def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
-    value = _decode(value, default)
-    if value is None and default is not None and key not in _NULLABLE:
-        raise ConfigError(f"{source}: key '{key}' cannot be null; it expects a "
-                          f"{type(default).__name__} (default {default!r})")
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
+def _as_type(value: Any, t: type) -> Any:
+    """``value`` as type ``t`` (an integral float counts as an int, an int as a float), or
+    raise ValueError."""
+    if t is bool:
         if isinstance(value, bool):
             return value
-    elif isinstance(default, float):
+    elif t is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif isinstance(default, int):
+            try:
+                return float(value)
+            except OverflowError:  # an int beyond the float range
+                return math.inf if value > 0 else -math.inf
+    elif t is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-    elif isinstance(default, str):
+    elif t is str:
         if isinstance(value, str):
             return value
-    elif isinstance(default, (list, tuple)):
-        if isinstance(value, (list, tuple)):
-            return list(value)
-    kind = type(default).__name__
-    raise ConfigError(f"{source}: key '{key}' expects a {kind} (default {default!r}), "
-                      f"got {value!r}")
+    raise ValueError(value)
+
+
+def _with_source(source: Optional[str], msg: str) -> str:
+    return f"{source}: {msg}" if source else msg
+
+
+def check_value(key: str, value: Any, source: Optional[str] = None) -> Any:
+    """The value of ``key`` decoded and checked (type, finite, range, choices); a one-line
+    :class:`ConfigError` naming the key, the value and what is accepted otherwise.
+    ``source`` (a file name, 'command line') starts the message."""
+    t = _key_type(key)
+    raw = value
+    value = _decode(value, t)
+    if value is None:
+        if key in _NULLABLE:
+            return None
+        raise ConfigError(_with_source(source, f"key '{key}' cannot be null (an empty value "
+                                               "in yaml is null); accepted: "
+                                               f"{accepted_values(key)}"))
+    try:
+        if t is list:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(value)
+            value = [_as_type(v, _item_type(key)) for v in value]
+        else:
+            value = _as_type(value, t)
+    except ValueError:
+        raise ConfigError(_with_source(source, f"key '{key}' expects {_kind(key)}, got "
+                                               f"{_show(raw)}; accepted: "
+                                               f"{accepted_values(key)}")) from None
+    numbers = value if t is list else [value] if t in (int, float) else []
+    in_rule = key not in _RULES or _RULES[key].ok(value)
+    note = ""
+    if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+        note = " (finite)"
+    elif in_rule and any(isinstance(v, int) and not -_INT64_MAX - 1 <= v <= _INT64_MAX
+                         for v in numbers):
+        note = " (a 64-bit integer: below 2**63)"
+    if note or not in_rule or (key in _CHOICES and value not in _CHOICES[key]):
+        raise ConfigError(_with_source(source, f"key '{key}' is {_show(value)}; accepted: "
+                                               f"{accepted_values(key)}{note}"))
+    return value
 
 
 def _apply(cfg: CN, items: dict, source: str) -> None:
@@ -100,11 +272,38 @@ def _apply(cfg: CN, items: dict, source: str) -> None:
         if not isinstance(key, str) or key not in cfg:
             close = difflib.get_close_matches(str(key), list(cfg.keys()), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{source}: unknown config key '{key}'{hint}; "
+            raise ConfigError(f"{source}: unknown config key {_show(key)}{hint}; "
                               "accepted keys are listed in config/defaults.py")
         if isinstance(value, dict):
-            raise ConfigError(f"{source}: key '{key}' takes a single value, not a mapping")
-        cfg[key] = _coerce(key, value, _DEFAULTS[key], source)
+            raise ConfigError(f"{source}: key '{key}' takes a single value, not a mapping "
+                              f"(got {_show(value)}); accepted: {accepted_values(key)}")
+        cfg[key] = check_value(key, value, source)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, refusing a key given twice in one mapping (yaml keeps the last one
+    silently). Keys merged in with ``<<`` may be overridden, as yaml intends."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            lines: Dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = lines.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first != key_node.start_mark.line + 1:
+                    raise _DuplicateKey(key, first, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, again: int):
+        super().__init__(f"key {_show(key)} is given twice (lines {first} and {again}); "
+                         "give each key once")
 
 
 def _read_yaml(path: str) -> dict:
@@ -114,14 +313,18 @@ def _read_yaml(path: str) -> dict:
         raise ConfigError(f"config file not found: {path}")
     try:
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+            raw = yaml.load(f, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{path}: yaml syntax error{where}: {problem}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config file ({e})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        # ValueError: an integer beyond Python's digit limit
+        raise ConfigError(f"{path}: cannot read config file ({type(e).__name__}: "
+                          f"{str(e)[:200]})") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -129,44 +332,56 @@ def _read_yaml(path: str) -> dict:
     return raw
 
 
+def check_class_ranges(cfg: CN) -> bool:
+    """Check the many / medium / few ranges as far as the data is not needed; returns whether
+    they are given (False: all three at the placeholder [0, 1], to be derived from counts).
+
+    Given ranges must be contiguous: many starts at 0, medium starts where many ends, few
+    where medium ends (:func:`analysis.metrics.class_ranges` checks that few ends at the
+    number of classes, once the data is known).
+    """
+    values = {k: list(cfg[k]) for k in CLASS_RANGE_KEYS}
+    placeholders = [k for k, v in values.items() if v == RANGE_PLACEHOLDER]
+    if len(placeholders) == len(CLASS_RANGE_KEYS):
+        return False
+    for key in CLASS_RANGE_KEYS:
+        v = values[key]
+        if not _class_range_ok(v):
+            raise ConfigError(f"key '{key}' is {v}; accepted: {_CLASS_RANGE_RULE.text}")
+    head, med, tail = (values[k] for k in CLASS_RANGE_KEYS)
+    if head[0] == 0 and head[1] == med[0] and med[1] == tail[0]:
+        return True
+    given = [k for k in CLASS_RANGE_KEYS if k not in placeholders]
+    rule = ("all three of head_class_idx, med_class_idx, tail_class_idx as contiguous "
+            "[start, end] ranges from 0 to num_classes (many, then medium, then few), or none "
+            "(derived from the training counts)")
+    if placeholders and given:
+        shown = " and ".join(f"'{k}' is {values[k]}" for k in given)
+        missing = " and ".join(f"'{k}'" for k in placeholders)
+        raise ConfigError(f"key {shown} but {missing} "
+                          f"{'is' if len(placeholders) == 1 else 'are'} not given; "
+                          f"accepted: {rule}")
+    raise ConfigError(f"keys 'head_class_idx' {head}, 'med_class_idx' {med}, 'tail_class_idx' "
+                      f"{tail} are not contiguous; accepted: {rule}")
+
+
 def validate(cfg: CN, stage: Optional[int] = 1) -> None:
-    """Check values that do not depend on the data (class ranges are checked once counts
-    exist), for a run of ``stage`` (1, 2, or None for evaluation)."""
+    """Check every value (type, range, choices; see :func:`check_value`) and the rules that
+    join keys, for a run of ``stage`` (1, 2, or None for evaluation). Class ranges are checked
+    against the number of classes once the counts exist."""
+    for key in cfg:
+        check_value(key, cfg[key])
     check_stage(cfg, stage)
-    for key, choices in _CHOICES.items():
-        if cfg[key] not in choices:
-            raise ConfigError(f"key '{key}' is {cfg[key]!r}; accepted: {', '.join(choices)}")
-    if cfg.imb_factor is None:
-        if cfg.dataset not in IMAGE_LIST_DATASETS:
-            raise ConfigError(f"key 'imb_factor' is null; dataset {cfg.dataset} needs a number "
-                              "in (0, 1] (null only for the image-list data sets "
-                              f"{', '.join(IMAGE_LIST_DATASETS)}, whose split is fixed)")
-    elif not 0.0 < cfg.imb_factor <= 1.0:
-        raise ConfigError(f"key 'imb_factor' is {cfg.imb_factor}; accepted: a number in (0, 1]")
-    positive = ("batch_size", "num_epochs", "num_classes", "print_freq", "eval_freq")
-    for key in positive:
-        if cfg[key] < 1:
-            raise ConfigError(f"key '{key}' is {cfg[key]}; accepted: an integer >= 1")
-    for key in ("workers", "test_batch_size", "warmup_epochs", "grad_stats_freq", "nc_freq",
-                "plot_freq", "digits_test_per_class"):
-        if cfg[key] < 0:
-            raise ConfigError(f"key '{key}' is {cfg[key]}; accepted: an integer >= 0")
-    if not cfg.lr > 0:
-        raise ConfigError(f"key 'lr' is {cfg.lr}; accepted: a number > 0")
-    if cfg.alpha is None:
-        if cfg.mixup:
-            raise ConfigError("key 'alpha' is null but 'mixup' is True; accepted: a number >= 0 "
-                              "(mixup draws lam from Beta(alpha, alpha)), or mixup False")
-    elif cfg.alpha < 0:
-        raise ConfigError(f"key 'alpha' is {cfg.alpha}; accepted: a number >= 0")
-    if cfg.weight_decay < 0 or cfg.momentum < 0:
-        raise ConfigError("keys 'weight_decay' and 'momentum' must be >= 0")
-    for key in ("head_class_idx", "med_class_idx", "tail_class_idx"):
-        v = cfg[key]
-        if len(v) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
-            raise ConfigError(f"key '{key}' is {v}; accepted: [start, end] with two integers")
+    if cfg.imb_factor is None and cfg.dataset not in IMAGE_LIST_DATASETS:
+        raise ConfigError(f"key 'imb_factor' is null; dataset {cfg.dataset} needs a number "
+                          "in (0, 1] (null only for the image-list data sets "
+                          f"{', '.join(IMAGE_LIST_DATASETS)}, whose split is fixed)")
+    if cfg.alpha is None and cfg.mixup:
+        raise ConfigError("key 'alpha' is null but 'mixup' is True; accepted: a number >= 0 "
+                          "(mixup draws lam from Beta(alpha, alpha)), or mixup False")
     if cfg.LAS and (cfg.smooth_head is None or cfg.smooth_tail is None):
         raise ConfigError("LAS: True needs 'smooth_head' and 'smooth_tail' (numbers in [0, 1))")
+    check_class_ranges(cfg)
 
 
 def check_stage(cfg: CN, stage: Optional[int]) -> None:
@@ -205,7 +420,8 @@ def load_config(path: str, opts: Sequence[str] = (), stage: Optional[int] = 1) -
     _apply(cfg, _read_yaml(path), path)
     opts = list(opts)
     if len(opts) % 2:
-        raise ConfigError(f"overrides must come as KEY VALUE pairs; got an odd number: {opts}")
+        raise ConfigError("overrides must come as KEY VALUE pairs; got an odd number: "
+                          f"{_show(opts, 200)}")
     _apply(cfg, dict(zip(opts[0::2], opts[1::2])), "command line")
     validate(cfg, stage)
     if not cfg.name:
@@ -225,4 +441,3 @@ def cfg_from_yaml_string(text: str) -> CN:
     raw = yaml.safe_load(text) or {}
     _apply(cfg, {k: v for k, v in raw.items() if k in cfg}, "checkpoint config")
     return cfg
-

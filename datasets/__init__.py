@@ -1,4 +1,5 @@
-"""Data sets by name: ``build_data(cfg)`` returns a :class:`DataBundle`."""
+"""Data sets by name: ``build_data(cfg)`` returns a :class:`DataBundle`; ``build_data(cfg,
+dry_run=True)`` the same while creating and downloading nothing."""
 from __future__ import annotations
 
 from typing import Callable, Dict
@@ -11,25 +12,25 @@ __all__ = ["DATASETS", "build_data", "DataBundle", "EpochSampler", "ArrayImageDa
 
 
 def _cifar(name: str) -> Callable:
-    def build(cfg) -> DataBundle:
+    def build(cfg, dry_run: bool = False) -> DataBundle:
         from datasets.cifar import build_cifar
-        return build_cifar(cfg, name)
+        return build_cifar(cfg, name, dry_run=dry_run)
     return build
 
 
-def _digits(cfg) -> DataBundle:
+def _digits(cfg, dry_run: bool = False) -> DataBundle:
     from datasets.digits import build_digits
-    return build_digits(cfg)
+    return build_digits(cfg)  # bundled with scikit-learn: nothing on disk is created
 
 
 def _image_list(name: str) -> Callable:
-    def build(cfg) -> DataBundle:
+    def build(cfg, dry_run: bool = False) -> DataBundle:
         from datasets.imagelist import build_imagelist
-        return build_imagelist(cfg, name)
+        return build_imagelist(cfg, name)  # reads list files only
     return build
 
 
-# name -> builder(cfg) -> DataBundle
+# name -> builder(cfg, dry_run) -> DataBundle
 DATASETS: Dict[str, Callable[..., DataBundle]] = {
     "cifar10": _cifar("cifar10"),
     "cifar100": _cifar("cifar100"),
@@ -41,9 +42,10 @@ DATASETS: Dict[str, Callable[..., DataBundle]] = {
 }
 
 
-def build_data(cfg) -> DataBundle:
-    """The data set named by ``cfg.dataset``."""
+def build_data(cfg, dry_run: bool = False) -> DataBundle:
+    """The data set named by ``cfg.dataset``; with ``dry_run`` nothing is created or
+    downloaded (``--dry-run``: a missing data set is an error, an archive is read in place)."""
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"key 'dataset' is {cfg.dataset!r}; accepted: "
                           f"{', '.join(sorted(DATASETS))}")
-    return DATASETS[cfg.dataset](cfg)
+    return DATASETS[cfg.dataset](cfg, dry_run)

@@ -116,3 +116,24 @@ def test_compare_per_class_plot_from_eval_reports(tmp_path, capsys):
     other = write_run(tmp_path, "noreport", [row(1, 50.0)])
     assert compare.main([runs[0], other, "--no-plot", "--per-class-out", str(out)]) == 2
     assert "eval_model_best/report.json" in capsys.readouterr().err
+
+
+def test_compare_plot_defaults_beside_the_first_run_not_in_the_cwd(tmp_path, capsys,
+                                                                   monkeypatch):
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    a = write_run(saved, "ce_202601010000", [row(1, 40.0), row(2, 55.5)])
+    b = write_run(saved, "arb_202601010000", [row(1, 45.0), row(2, 60.0)])
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert compare.main([a, b]) == 0
+    assert f"plot: {saved / 'compare_acc1.png'}" in capsys.readouterr().out
+    assert os.listdir(cwd) == []
+    assert compare.main([os.path.join(b, "metrics.jsonl"), a, "--metric", "few"]) == 0
+    assert sorted(os.listdir(saved)) == ["arb_202601010000", "ce_202601010000",
+                                         "compare_acc1.png", "compare_few.png"]
+    with open(saved / "compare_few.png", "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+    assert compare.main([a, "--out", "mine.png"]) == 0  # --out: relative to the cwd
+    assert os.listdir(cwd) == ["mine.png"]

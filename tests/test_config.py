@@ -101,10 +101,12 @@ def test_published_readme_configs_exist_with_the_recipe():
 
 def test_overrides_are_merged():
     cfg = load_config(os.path.join(ROOT, "config", "digits", "digits_imb005_ce.yaml"),
-                      ["lr", "0.5", "num_epochs", "3", "head_class_idx", "[0, 2]", "arbloss",
-                       "True", "weight_decay", "0"])
+                      ["lr", "0.5", "num_epochs", "3", "head_class_idx", "[0, 2]",
+                       "med_class_idx", "[2, 6]", "tail_class_idx", "[6, 10]", "arbloss",
+                       "True", "weight_decay", "0", "seed", "4294967295", "lr_steps", "[3]"])
     assert ((cfg.lr, cfg.num_epochs, cfg.head_class_idx, cfg.arbloss, cfg.weight_decay) ==
         (0.5, 3, [0, 2], True, 0.0))
+    assert cfg.seed == 2 ** 32 - 1 and cfg.lr_steps == [3] and cfg.tail_class_idx == [6, 10]
 
 
 @pytest.mark.parametrize("text,opts,match", [
@@ -123,7 +125,8 @@ def test_overrides_are_merged():
     ("dataset: cifar100\n", ["imb_factor", "None"], "dataset cifar100 needs a number"),
     ("mixup: True\nalpha: null\n", [], "key 'alpha' is null but 'mixup' is True"),
     ("alpha: -1\n", [], "key 'alpha' is -1.0; accepted: a number >= 0"),
-    ("lr: null\n", [], "key 'lr' cannot be null; it expects a float (default 0.1)"),
+    ("lr: null\n", [], "bad.yaml: key 'lr' cannot be null (an empty value in yaml is null); "
+     "accepted: a number > 0"),
     ("mode: 'stage2'\n", [], "a stage-2 config (classifier re-training, MiSLAS); run it with "
      "train_stage2.py"),
     ("mode: 'stage3'\n", [], "key 'mode' is 'stage3'; accepted: 'stage1', 'stage2' or null"),
@@ -136,6 +139,131 @@ def test_config_errors(tmp_path, text, opts, match):
     p.write_text(text)
     with pytest.raises(ConfigError, match=re.escape(match)):
         load_config(str(p), opts)
+
+
+# The cases of the "one line for every user error" issue: each names the key, the value and
+# what is accepted (exact messages, as the README quotes them).
+@pytest.mark.parametrize("text,opts,message", [
+    ("", ["seed", "-1"],
+     "command line: key 'seed' is -1; accepted: an integer in [0, 4294967295]"),
+    ("", ["seed", "4294967296"],
+     "command line: key 'seed' is 4294967296; accepted: an integer in [0, 4294967295]"),
+    ("seed: 1.5\n", [],
+     "bad.yaml: key 'seed' expects an integer, got 1.5; accepted: an integer in [0, 4294967295]"),
+    ("lr:\n", [],
+     "bad.yaml: key 'lr' cannot be null (an empty value in yaml is null); accepted: a number > 0"),
+    ("", ["batch_size", "None"], "command line: key 'batch_size' cannot be null (an empty value "
+     "in yaml is null); accepted: an integer >= 1"),
+    ("", ["batch_size", ""],
+     "command line: key 'batch_size' expects an integer, got ''; accepted: an integer >= 1"),
+    ("", ["lr_steps", "['a','b']"], "command line: key 'lr_steps' expects a list of integers, got "
+     "\"['a','b']\"; accepted: at most two epochs >= 0, in increasing order (e.g. [160, 180])"),
+    ("lr_steps: [[160], 180]\n", [], "bad.yaml: key 'lr_steps' expects a list of integers, got "
+     "[[160], 180]; accepted: at most two epochs >= 0, in increasing order (e.g. [160, 180])"),
+    ("lr_steps: [180, 160]\n", [], "bad.yaml: key 'lr_steps' is [180, 160]; accepted: at most "
+     "two epochs >= 0, in increasing order (e.g. [160, 180])"),
+    ("", ["smooth_head", "abc"], "command line: key 'smooth_head' expects a float, got 'abc'; "
+     "accepted: a number in [0, 1), or null"),
+    ("smooth_tail: 1.0\n", [],
+     "bad.yaml: key 'smooth_tail' is 1.0; accepted: a number in [0, 1), or null"),
+    ("lr: .inf\n", [], "bad.yaml: key 'lr' is inf; accepted: a number > 0 (finite)"),
+    ("weight_decay: .nan\n", [],
+     "bad.yaml: key 'weight_decay' is nan; accepted: a number >= 0 (finite)"),
+    ("", ["momentum", "1e400"], "command line: key 'momentum' is inf; accepted: a number >= 0 "
+     "(finite)"),
+    ("", ["num_epochs", "1e30"], "command line: key 'num_epochs' is "
+     "1000000000000000019884624838656; accepted: an integer >= 1 (a 64-bit integer: below "
+     "2**63)"),
+    ("mixup: 1\n", [], "bad.yaml: key 'mixup' expects a bool, got 1; accepted: True or False"),
+    ("", ["mixup", "yes"],
+     "command line: key 'mixup' expects a bool, got 'yes'; accepted: True or False"),
+    ("name: [a, b]\n", [],
+     "bad.yaml: key 'name' expects a string, got ['a', 'b']; accepted: a string"),
+    ("lr: {a: 1}\n", [], "bad.yaml: key 'lr' takes a single value, not a mapping (got "
+     "{'a': 1}); accepted: a number > 0"),
+    ("", ["world_size", "0"],
+     "command line: key 'world_size' is 0; accepted: -1 (not set) or an integer >= 1"),
+    ("", ["gpu", "-1"], "command line: key 'gpu' is -1; accepted: an integer >= 0, or null"),
+    ("", ["amp", "fp8"], "command line: key 'amp' is 'fp8'; accepted: none, bf16, fp16"),
+    ("", ["workers", "-2"], "command line: key 'workers' is -2; accepted: an integer >= 0"),
+    ("lr: 0.1\nseed: 1\nlr: 0.2\n", [],
+     "bad.yaml: key 'lr' is given twice (lines 1 and 3); give each key once"),
+    # class ranges: all three or none, contiguous
+    ("head_class_idx: [0, 3]\n", [], "key 'head_class_idx' is [0, 3] but 'med_class_idx' and "
+     "'tail_class_idx' are not given; accepted: all three of head_class_idx, med_class_idx, "
+     "tail_class_idx as contiguous [start, end] ranges from 0 to num_classes (many, then "
+     "medium, then few), or none (derived from the training counts)"),
+    ("head_class_idx: [0, 3]\nmed_class_idx: [3, 7]\n", [], "key 'head_class_idx' is [0, 3] "
+     "and 'med_class_idx' is [3, 7] but 'tail_class_idx' is not given; accepted: all three"),
+    ("head_class_idx: [0, 3]\nmed_class_idx: [4, 7]\ntail_class_idx: [7, 10]\n", [],
+     "keys 'head_class_idx' [0, 3], 'med_class_idx' [4, 7], 'tail_class_idx' [7, 10] are not "
+     "contiguous; accepted: all three"),
+    ("head_class_idx: [1, 3]\nmed_class_idx: [3, 7]\ntail_class_idx: [7, 10]\n", [],
+     "keys 'head_class_idx' [1, 3], 'med_class_idx' [3, 7], 'tail_class_idx' [7, 10] are not "
+     "contiguous"),
+    ("", ["med_class_idx", "[5, 5]"], "command line: key 'med_class_idx' is [5, 5]; accepted: "
+     "[start, end] with 0 <= start < end (the classes start .. end - 1)"),
+    ("", ["tail_class_idx", "[1, 2, 3]"], "command line: key 'tail_class_idx' is [1, 2, 3]; "
+     "accepted: [start, end] with 0 <= start < end"),
+])
+def test_one_line_errors_name_key_value_and_accepted(tmp_path, text, opts, message):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(str(p), opts)
+    msg = str(e.value).replace(str(tmp_path) + os.sep, "")
+    assert "\n" not in msg
+    assert msg.startswith(message), msg  # the whole message, or its start where it is long
+
+
+def test_an_integer_too_long_for_python_is_one_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("seed: " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(p))
+    # Python >= 3.11 (and the 3.9 / 3.10 security releases) refuse to parse it; older ones
+    # parse it and the range check refuses it
+    assert str(e.value).startswith((f"{p}: cannot read config file (ValueError: Exceeds the "
+                                    "limit (4300 digits) for integer string conversion",
+                                    f"{p}: key 'seed' is <an integer of about 5000 digits>"))
+
+
+def test_yaml_merge_keys_may_be_overridden_and_nested_duplicates_are_refused(tmp_path):
+    from config import _read_yaml
+    p = tmp_path / "m.yaml"
+    p.write_text("a: &x {k: 1, j: 2}\nb:\n  <<: *x\n  k: 3\n")
+    assert _read_yaml(str(p)) == {"a": {"k": 1, "j": 2}, "b": {"k": 3, "j": 2}}
+    p.write_text("a:\n  k: 1\n  k: 2\n")
+    with pytest.raises(ConfigError, match=re.escape("key 'k' is given twice (lines 2 and 3)")):
+        _read_yaml(str(p))
+
+
+def test_every_key_has_a_type_and_a_description():
+    """A key whose default is null (or an empty list) must declare its type in config: the
+    check cannot guess it."""
+    from config import accepted_values
+    for key in get_cfg_defaults():
+        assert accepted_values(key), key
+
+
+def test_class_ranges_all_three_given_or_none(tmp_path):
+    from analysis.metrics import class_ranges, derive_class_ranges
+    counts = [50] * 3 + [30] * 4 + [5] * 3
+    p = tmp_path / "x.yaml"
+    p.write_text("num_classes: 10\n")
+    assert class_ranges(load_config(str(p)), counts) == derive_class_ranges(counts)
+    # [0, 1] is a real range once the other two are given (one many-shot class)
+    cfg = load_config(str(p), ["head_class_idx", "[0, 1]", "med_class_idx", "[1, 6]",
+                               "tail_class_idx", "[6, 10]"])
+    assert class_ranges(cfg, counts) == {"many": (0, 1), "medium": (1, 6), "few": (6, 10)}
+    cfg = load_config(str(p), ["head_class_idx", "[0, 1]", "med_class_idx", "[1, 6]",
+                               "tail_class_idx", "[6, 12]"])
+    with pytest.raises(ConfigError) as e:
+        class_ranges(cfg, counts)
+    assert str(e.value) == (
+        "key 'tail_class_idx' is [6, 12] but the data has 10 classes; accepted: class ranges "
+        "covering [0, 10) (few ending at 10), or none of head / med / tail_class_idx (derived "
+        "from the training counts)")
 
 
 def test_missing_config_file():

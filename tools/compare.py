@@ -8,7 +8,9 @@ The table gives, per run: epochs done, best Acc@1 and its epoch, the last evalua
 and many / medium / few / ECE at the best epoch (``--at final``: at the last evaluated
 epoch). Runs still in progress are fine: a partial last line of metrics.jsonl is ignored,
 epochs without evaluation (or with a null Acc@1) are left out of the accuracy columns.
-Exit status 2 when a run folder has no readable metrics.jsonl.
+The table goes to stdout; the curve plot to ``--out``, by default ``compare_<metric>.png``
+beside the first run folder (``saved/compare_acc1.png`` for runs under ``saved/``), never into
+the current folder. Exit status 2 when a run folder has no readable metrics.jsonl.
 """
 from __future__ import annotations
 
@@ -176,10 +178,17 @@ def plot_per_class(runs: Sequence[Run], path: str, report: str,
     return plots.save_figure(plots.per_class_comparison(counts, acc, norm, ranges), path)
 
 
+def default_plot_path(first: Run, metric: str) -> str:
+    """``compare_<metric>.png`` in the folder holding the first run (its output_dir)."""
+    return os.path.join(os.path.dirname(first.path), f"compare_{metric}.png")
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Compare runs from their metrics.jsonl.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (or metrics.jsonl)")
-    p.add_argument("--out", default="compare.png", help="curve plot path (default %(default)s)")
+    p.add_argument("--out", default=None, metavar="PNG",
+                   help="curve plot path (default: compare_<metric>.png beside the first run "
+                        "folder, i.e. in the folder that holds it)")
     p.add_argument("--no-plot", action="store_true", help="only print the table")
     p.add_argument("--metric", default="acc1", choices=PLOTTABLE,
                    help="what the curve plot shows (default %(default)s)")
@@ -210,7 +219,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"note: {labels[i] if labels else run.name}: {note}")
         try:
             if not args.no_plot:
-                print(f"plot: {plot_curves(runs, args.out, args.metric, labels)}")
+                out = args.out or default_plot_path(runs[0], args.metric)
+                print(f"plot: {plot_curves(runs, out, args.metric, labels)}")
             if args.per_class_out:
                 path = plot_per_class(runs, args.per_class_out, args.report, labels)
                 print(f"per-class plot: {path}")
