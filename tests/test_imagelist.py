@@ -396,16 +396,16 @@ def test_missing_image_in_getitem_names_path(trees, tmp_path):
 
 
 def test_cli_reports_missing_image_as_one_line(tmp_path, capsys):
-    root = write_image_tree(str(tmp_path / "data"), "imagenet", train_counts={0: 3, 1: 2},
-                            test_per_class=1)
+    root = write_image_tree(str(tmp_path / "data"), "imagenet",
+                            train_counts={0: 3, 1: 2, 2: 2}, test_per_class=1)
     # remove the image of the list's last line (the first one is checked when building)
     gone = labels_in(os.path.join(root, "ImageNet_LT_train.txt"))[-1][0]
     os.remove(os.path.join(root, gone))
     with pytest.raises(SystemExit) as e:
         train_stage1.main(["--cfg", os.path.join(ROOT, SEED_CONFIGS["imagenet"]), "data_path",
-                           root, "num_classes", "2", "backbone", "resnet8_fe", *SMALL,
+                           root, "num_classes", "3", "backbone", "resnet8_fe", *SMALL,
                            "head_class_idx", "[0, 1]", "med_class_idx", "[1, 2]",
-                           "tail_class_idx", "[2, 2]", "batch_size", "8", "workers", "0",
+                           "tail_class_idx", "[2, 3]", "batch_size", "8", "workers", "0",
                            "output_dir", str(tmp_path / "out")])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
