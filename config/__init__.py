@@ -33,6 +33,9 @@ _CHOICES = {
     "class_order": ("reference", "stable"),
     "imagelist_pipeline": ("fast", "reference"),
     "imagelist_decode": ("cpu", "cuda"),
+    "loss": ("auto", "ce", "arb", "balanced_softmax", "logit_adjust", "ldam", "focal", "cb",
+             "label_smoothing"),
+    "cb_base": ("softmax", "focal"),
 }
 
 # Data sets with a fixed published split (list files): imb_factor is not used; the published
