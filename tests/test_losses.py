@@ -506,3 +506,23 @@ def test_drw_starts_at_drw_epoch_in_training_and_after_a_resume(tmp_path, monkey
     assert train_stage1.main(args + ["output_dir", out, "resume", "auto"], hooks=[rec]) == 0
     assert rec.seen == [(2, True)] * (steps - 3)
     assert strip_seconds(read_metrics(only_run_dir(out))) == baseline
+
+
+BENCH = {"ce": "ce", "ce_drw": "ce", "arbloss": "arb", "arbloss_ugcc": "arb",
+         "balanced_softmax": "balanced_softmax", "logit_adjust": "logit_adjust",
+         "ldam_drw": "ldam", "ldam_drw_s1": "ldam", "focal": "focal", "cb": "cb",
+         "cb_focal": "cb", "label_smoothing": "label_smoothing"}
+LOSS_KEYS = {"name", "loss", "arbloss", "arb_loss_use_global_class_cnt", "la_tau", "focal_gamma",
+             "cb_beta", "cb_base", "label_smoothing", "ldam_max_m", "ldam_s", "drw_epoch"}
+
+
+def test_the_digits_baseline_configs_differ_from_ce_only_in_the_loss():
+    """The configs of the README's Baselines table: the demo's recipe, one loss each."""
+    paths = glob.glob(os.path.join(ROOT, "config", "digits", "digits_imb005_*.yaml"))
+    assert sorted(os.path.basename(p)[len("digits_imb005_"):-5] for p in paths) == sorted(BENCH)
+    ce = load_config(DIGITS_CE)
+    for stem, loss in BENCH.items():
+        cfg = load_config(os.path.join(ROOT, "config", "digits", f"digits_imb005_{stem}.yaml"))
+        assert resolve_loss(cfg) == loss
+        assert {k for k in cfg if cfg[k] != ce[k]} <= LOSS_KEYS, stem
+        assert cfg.drw_epoch == (12 if stem.endswith("drw") or "drw_" in stem else 0)
