@@ -334,28 +334,31 @@ def markdown_table(runs: Sequence[Run]) -> str:
 
 
 def plot(runs: Sequence[Run], path: str) -> str:
-    """Bars per class group (many / medium / few / all), one per config, with the standard
-    deviation over seeds as error bars, at the final epoch."""
+    """One panel per class group (many / medium / few / all): a bar per config with the
+    sample standard deviation over seeds as error bar, at the final epoch."""
     from analysis import plots
     stats = group_stats(runs)
-    groups = [("many", "many"), ("medium", "medium"), ("few", "few"), ("acc1", "all")]
     names = [n for n, g in stats.items() if g["n"]]
-    fig = plots.new_figure(max(6.4, 1.2 + 0.35 * len(names) * len(groups)), 4.4)
-    ax = fig.add_subplot(1, 1, 1)
-    width = 0.8 / max(len(names), 1)
-    for i, name in enumerate(names):
-        ms = [mean_std(stats[name]["values"].get(("final", k), [])) for k, _ in groups]
-        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(groups))]
-        ax.bar(xs, [m for m, _ in ms], width, yerr=[s for _, s in ms], capsize=2,
-               color=plots.SERIES_COLOURS[i % len(plots.SERIES_COLOURS)],
-               label=f"{name} (n={stats[name]['n']})")
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([label for _, label in groups])
-    ax.set_ylabel("test Acc@1 at the final epoch (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title("mean and standard deviation over seeds", fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    panels = [("many", "many-shot"), ("medium", "medium-shot"), ("few", "few-shot"),
+              ("acc1", "all classes")]
+    fig = plots.new_figure(11.0, 1.2 + 0.28 * max(len(names), 1))
+    axes = fig.subplots(1, len(panels), sharey=True)
+    ys = list(range(len(names)))[::-1]  # the first config on top
+    for ax, (key, title) in zip(axes, panels):
+        ms = [mean_std(stats[n]["values"].get(("final", key), [])) for n in names]
+        ax.barh(ys, [m for m, _ in ms], xerr=[s for _, s in ms], height=0.7, capsize=2,
+                color=plots.GROUP_COLOURS.get(key, "#7f7f7f"), error_kw={"lw": 0.8})
+        for y, (m, _) in zip(ys, ms):
+            ax.text(1, y, f"{m:.1f}", va="center", ha="left", fontsize=7, color="white")
+        ax.set_xlim(0, 100)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_xlabel("Acc@1 (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].set_yticks(ys)
+    axes[0].set_yticklabels([f"{n} (n={stats[n]['n']})" for n in names], fontsize=7)
+    fig.suptitle("test accuracy at the final epoch: mean and standard deviation over seeds",
+                 fontsize=10)
     return plots.save_figure(fig, path)
 
 
