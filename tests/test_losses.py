@@ -526,3 +526,9 @@ def test_the_digits_baseline_configs_differ_from_ce_only_in_the_loss():
         assert resolve_loss(cfg) == loss
         assert {k for k in cfg if cfg[k] != ce[k]} <= LOSS_KEYS, stem
         assert cfg.drw_epoch == (12 if stem.endswith("drw") or "drw_" in stem else 0)
+
+
+def test_the_config_accepts_exactly_the_registered_losses():
+    from config import _CHOICES
+    assert _CHOICES["loss"] == ("auto", *LOSS_BUILDERS)
+    assert _CHOICES["cb_base"] == ("softmax", "focal")

@@ -74,7 +74,7 @@ class Run:
     num_epochs: int = 0
     model_dir: str = "ckps"
     run_dir: Optional[str] = None
-    status: str = "pending"  # pending | done | failed
+    status: str = "pending"  # pending | done | failed | stopped (by a signal, resumable)
     message: str = ""
     rows: List[Dict[str, Any]] = field(default_factory=list)
 
@@ -247,6 +247,10 @@ class Runner:
         if p.returncode == 0 and run.status == "done":
             print(f"[{len(done)}/{total}] done {run.name} ({took})", flush=True)
             return
+        if self.signum and p.returncode == 128 + self.signum:
+            run.status = "stopped"  # saved a resumable checkpoint: the next sweep goes on
+            print(f"[{len(done)}/{total}] stopped {run.name} ({took})", flush=True)
+            return
         run.status = "failed"
         why = (f"killed by signal {-p.returncode}" if p.returncode < 0
                else f"exit status {p.returncode}")
@@ -400,8 +404,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if runner.signum:
         print(f"stopped by signal {runner.signum}; rerun the same command to continue")
         return 128 + runner.signum
-    not_run = [r for r in runs if r.status == "pending"]
-    return 1 if failed or not_run else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
