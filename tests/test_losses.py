@@ -532,3 +532,23 @@ def test_the_config_accepts_exactly_the_registered_losses():
     from config import _CHOICES
     assert _CHOICES["loss"] == ("auto", *LOSS_BUILDERS)
     assert _CHOICES["cb_base"] == ("softmax", "focal")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ALL_LOSSES)
+def test_every_loss_on_cuda_matches_the_cpu(name):
+    """Buffers follow the criterion to the device; bf16 logits (AMP) are upcast."""
+    n = counts_for_shape(10)
+    z, y = make_batch(64, 10, scale=1.0)
+    cpu = built(name, n, drw_epoch=2 if name in ("ce", "ldam") else 0)
+    gpu = built(name, n, drw_epoch=2 if name in ("ce", "ldam") else 0).to("cuda")
+    for crit in (cpu, gpu):
+        crit.set_epoch(3)
+    zc, yc = z.float(), y
+    cnt = cpu.counts_for(yc, 10)
+    want = cpu(zc, yc, cnt)
+    got = gpu(zc.cuda(), yc.cuda(), None if cnt is None else cnt.cuda())
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-5)
+    got16 = gpu(zc.cuda().bfloat16(), yc.cuda(), None if cnt is None else cnt.cuda())
+    assert got16.dtype == torch.float32 and torch.isfinite(got16)
