@@ -188,7 +188,7 @@ def locate(run: Run, out: str) -> None:
     epochs = [int(r["epoch"]) for r in run.rows]
     if epochs[-1:] != [run.num_epochs] or len(set(epochs)) != run.num_epochs:
         return
-    from utils.checkpoint import load_checkpoint
+    from utils.checkpoint import load_checkpoint  # imports torch: only once a run exists
     try:
         state = load_checkpoint(ckpt)
     except CheckpointError:
