@@ -41,6 +41,9 @@ _CHOICES = {
     "imagelist_pipeline": ("fast", "reference"),
     "imagelist_decode": ("cpu", "cuda"),
     "sampler": ("instance", "class_balanced", "sqrt", "progressive", "class_aware"),
+    "loss": ("auto", "ce", "arb", "balanced_softmax", "logit_adjust", "ldam", "focal", "cb",
+             "label_smoothing"),
+    "cb_base": ("softmax", "focal"),
 }
 
 # Data sets with a fixed published split (list files): imb_factor is not used; the published

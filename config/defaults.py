@@ -49,12 +49,12 @@ _C.momentum = 0.9  # SGD momentum
 _C.cos = False  # cosine schedule (True) or step schedule with warm-up (False)
 _C.mixup = True  # mixup of the training batch
 _C.alpha = 1.0  # mixup Beta(alpha, alpha); 0 disables mixing; null only with mixup False
-_C.arbloss = False  # ARB-Loss instead of cross-entropy
+_C.arbloss = False  # ARB-Loss instead of cross-entropy (see the key 'loss')
 _C.warbloss = False  # ARB-Loss weighted by mean_count / n_y
 _C.arb_loss_use_global_class_cnt = False  # ARB counts: training-set counts instead of batch counts
 _C.LAS = False  # MiSLAS label-aware smoothing (combinable with ARB)
 _C.not_pretrained = False  # Places-LT: do not load ImageNet weights into the frozen backbone
-_C.arbloss_fl = False  # focal ARB-Loss: (1 - p)^2 * ARB loss
+_C.arbloss_fl = False  # focal ARB-Loss: (1 - p)^focal_gamma * ARB loss (default gamma 2)
 # ARB-Loss stage-2 key (its train_stage2.py is all commented out); True is refused (stage 1 only)
 _C.train_stage2_instance = False
 
@@ -94,6 +94,19 @@ _C.pretrained_path = ''  # Places-LT: local file with ImageNet ResNet weights
 _C.las_shape = 'concave'  # label-aware smoothing profile: concave | linear | convex | exp
 _C.las_power = 2.0  # exponent of the 'exp' LAS profile
 _C.arb_global_batch_counts = False  # DDP: ARB batch counts of the whole global batch (all-reduced)
+# training loss: auto (the flags arbloss / warbloss / arbloss_fl: arb, else ce) | ce | arb |
+# balanced_softmax | logit_adjust | ldam | focal | cb | label_smoothing (methods/criterion.py)
+_C.loss = 'auto'
+_C.la_tau = 1.0  # logit_adjust: cross-entropy on z + tau * log prior (Menon et al. 2021)
+_C.focal_gamma = 2.0  # focal, cb with cb_base focal, arbloss_fl: the exponent of (1 - p)
+_C.cb_beta = 0.9999  # cb and DRW: class weights (1 - beta) / (1 - beta^n_j), sum C (Cui et al.)
+_C.cb_base = 'softmax'  # cb: the weighted loss, softmax (cross-entropy) | focal
+_C.label_smoothing = 0.1  # label_smoothing: epsilon of the target (1 - eps) e_y + eps / C
+_C.ldam_max_m = 0.5  # ldam: the largest class margin (the rarest class's), as LDAM-DRW
+_C.ldam_s = 30.0  # ldam: logit scale s, as LDAM-DRW
+# ce, ldam: deferred re-weighting (DRW) with cb_beta weights from this 0-based epoch on, i.e.
+# after this many epochs (LDAM-DRW: 160 of 200); 0 = off
+_C.drw_epoch = 0
 
 # ---------------------------------------------------------------- optimisation
 # step schedule (adjust_learning_rate in ARB-Loss train_stage1.py; MiSLAS's stage 1 steps at

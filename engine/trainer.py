@@ -255,6 +255,9 @@ class Trainer:
         cfg, device, criterion = self.cfg, self.device, self.criterion
         loader = self.train_loader
         loader.sampler.set_epoch(epoch)
+        # before the first step of every epoch, also the first after a resume (DRW switches on
+        # by epoch)
+        criterion.set_epoch(epoch)
         start = self.state.iteration
         loader.sampler.start = start * loader.batch_size
         self.train_mode()

@@ -55,6 +55,9 @@ class LabelAwareSmoothing(ClassCountLoss):
         """The base loss decides (ARB batch counts, or none)."""
         return self.base.counts_for(target, num_classes)
 
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
     def forward(self, logits, target, class_cnt=None):
         logp = self.base.log_probs(logits, target, class_cnt)
         nll = -logp.gather(1, target[:, None]).squeeze(1)

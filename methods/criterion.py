@@ -1,0 +1,196 @@
+"""The training loss a config names: ``build_criterion(cfg, cls_num_list)`` (one factory, over
+the registry :data:`LOSS_BUILDERS`) and ``describe_criterion(cfg)`` (one line for logs and
+``--dry-run``).
+
+How ``loss`` and the published ARB-Loss flags combine:
+
+* ``loss: auto`` (the default) keeps the published meaning of every yaml: ARB-Loss when any of
+  ``arbloss`` / ``warbloss`` / ``arbloss_fl`` is True, else cross-entropy.
+* ``loss: arb`` is ARB-Loss whatever ``arbloss`` says; ``warbloss`` (weighted),
+  ``arbloss_fl`` (focal, exponent ``focal_gamma``) and ``arb_loss_use_global_class_cnt``
+  (training-set counts instead of batch counts) choose the variant, as they do with ``auto``.
+* any other ``loss`` refuses those four flags set True (they select ARB-Loss).
+* ``LAS`` (label-aware smoothing) works with ``ce`` and ``arb`` only, as published;
+  ``drw_epoch`` > 0 (deferred re-weighting) with ``ce`` and ``ldam`` only, and not with LAS.
+
+Global counts are always the training set's (``cls_num_list``).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Dict, Sequence
+
+from config import mixup_enabled
+from methods.las import LabelAwareSmoothing
+from methods.losses import (
+    ARBLoss,
+    BalancedSoftmax,
+    ClassBalancedLoss,
+    ClassCountLoss,
+    CrossEntropy,
+    DeferredReweighting,
+    FocalLoss,
+    LabelSmoothingLoss,
+    LDAMLoss,
+    LogitAdjustedLoss,
+)
+from utils.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# The flags of the published code that select ARB-Loss (or one of its variants).
+ARB_FLAGS = ("arbloss", "warbloss", "arbloss_fl", "arb_loss_use_global_class_cnt")
+LAS_LOSSES = ("ce", "arb")
+DRW_LOSSES = ("ce", "ldam")
+
+Builder = Callable[..., ClassCountLoss]
+
+
+def _ce(cfg, counts: Sequence[int], reduction: str) -> ClassCountLoss:
+    return CrossEntropy(reduction)
+
+
+def _arb(cfg, counts: Sequence[int], reduction: str) -> ClassCountLoss:
+    return ARBLoss(reduction, cls_num_list=counts if cfg.arb_loss_use_global_class_cnt else None,
+                   weighted=bool(cfg.warbloss),
+                   focal_gamma=cfg.focal_gamma if cfg.arbloss_fl else 0.0)
+
+
+def _balanced_softmax(cfg, counts: Sequence[int], reduction: str) -> ClassCountLoss:
+    return BalancedSoftmax(counts, reduction=reduction)
+
+
+def _logit_adjust(cfg, counts: Sequence[int], reduction: str) -> ClassCountLoss:
+    return LogitAdjustedLoss(counts, tau=cfg.la_tau, reduction=reduction)
+
+
+def _ldam(cfg, counts: Sequence[int], reduction: str) -> ClassCountLoss:
+    return LDAMLoss(counts, max_m=cfg.ldam_max_m, s=cfg.ldam_s, reduction=reduction)
+
+
+def _focal(cfg, counts: Sequence[int], reduction: str) -> ClassCountLoss:
+    return FocalLoss(cfg.focal_gamma, reduction=reduction)
+
+
+def _cb(cfg, counts: Sequence[int], reduction: str) -> ClassCountLoss:
+    return ClassBalancedLoss(counts, beta=cfg.cb_beta, base=cfg.cb_base, gamma=cfg.focal_gamma,
+                             reduction=reduction)
+
+
+def _label_smoothing(cfg, counts: Sequence[int], reduction: str) -> ClassCountLoss:
+    return LabelSmoothingLoss(cfg.label_smoothing, reduction=reduction)
+
+
+# name -> builder(cfg, cls_num_list, reduction): the values of the ``loss`` key (besides auto)
+LOSS_BUILDERS: Dict[str, Builder] = {
+    "ce": _ce,
+    "arb": _arb,
+    "balanced_softmax": _balanced_softmax,
+    "logit_adjust": _logit_adjust,
+    "ldam": _ldam,
+    "focal": _focal,
+    "cb": _cb,
+    "label_smoothing": _label_smoothing,
+}
+
+
+def _describe_arb(cfg) -> str:
+    name = "weighted ARB-Loss" if cfg.warbloss else "ARB-Loss"
+    if cfg.arbloss_fl:
+        name = f"focal {name} (gamma {cfg.focal_gamma:g})"
+    return name + (" (global counts)" if cfg.arb_loss_use_global_class_cnt else
+                   " (batch counts)")
+
+
+_DESCRIPTIONS: Dict[str, Callable[..., str]] = {
+    "ce": lambda cfg: "cross-entropy",
+    "arb": _describe_arb,
+    "balanced_softmax": lambda cfg: "Balanced Softmax (training-set counts)",
+    "logit_adjust": lambda cfg: f"logit-adjusted cross-entropy (tau {cfg.la_tau:g})",
+    "ldam": lambda cfg: f"LDAM (max margin {cfg.ldam_max_m:g}, scale {cfg.ldam_s:g})",
+    "focal": lambda cfg: f"focal loss (gamma {cfg.focal_gamma:g})",
+    "cb": lambda cfg: ("class-balanced softmax cross-entropy" if cfg.cb_base == "softmax" else
+                       f"class-balanced focal loss (gamma {cfg.focal_gamma:g})")
+    + f" (beta {cfg.cb_beta:g})",
+    "label_smoothing": lambda cfg: f"label smoothing (epsilon {cfg.label_smoothing:g})",
+}
+
+
+def resolve_loss(cfg) -> str:
+    """The loss a config selects (a key of :data:`LOSS_BUILDERS`), checked against the other
+    loss keys (:class:`ConfigError` with one line naming the key)."""
+    name = cfg.loss
+    if name == "auto":
+        name = "arb" if (cfg.arbloss or cfg.warbloss or cfg.arbloss_fl) else "ce"
+    elif name not in LOSS_BUILDERS:
+        raise ConfigError(f"key 'loss' is {name!r}; accepted: auto, "
+                          + ", ".join(LOSS_BUILDERS))
+    elif name != "arb":
+        flags = [f for f in ARB_FLAGS if cfg[f]]
+        if flags:
+            raise ConfigError(f"key 'loss' is {name!r} but {', '.join(flags)} "
+                              f"{'is' if len(flags) == 1 else 'are'} True (ARB-Loss flags); "
+                              "set them False, or use loss arb")
+    if cfg.LAS and name not in LAS_LOSSES:
+        raise ConfigError(f"LAS: True (label-aware smoothing) works with loss ce or arb, "
+                          f"not {name!r}")
+    if cfg.drw_epoch < 0:
+        raise ConfigError(f"key 'drw_epoch' is {cfg.drw_epoch}; accepted: an integer >= 0 "
+                          "(0 = no deferred re-weighting)")
+    if cfg.drw_epoch > 0:
+        if name not in DRW_LOSSES:
+            raise ConfigError(f"key 'drw_epoch' is {cfg.drw_epoch} (deferred re-weighting) "
+                              f"but loss is {name!r}; accepted with loss "
+                              + " or ".join(DRW_LOSSES))
+        if cfg.LAS:
+            raise ConfigError("key 'drw_epoch' > 0 (deferred re-weighting) does not combine "
+                              "with LAS: True")
+    _check_ranges(cfg)
+    return name
+
+
+def _check_ranges(cfg) -> None:
+    checks = (
+        ("focal_gamma", cfg.focal_gamma >= 0, "a number >= 0"),
+        ("cb_beta", 0 <= cfg.cb_beta < 1, "a number in [0, 1)"),
+        ("label_smoothing", 0 <= cfg.label_smoothing <= 1, "a number in [0, 1]"),
+        ("ldam_max_m", cfg.ldam_max_m > 0, "a number > 0"),
+        ("ldam_s", cfg.ldam_s > 0, "a number > 0"),
+        ("la_tau", abs(cfg.la_tau) < float("inf"), "a finite number"),
+    )
+    for key, ok, accepted in checks:
+        if not ok:
+            raise ConfigError(f"key '{key}' is {cfg[key]}; accepted: {accepted}")
+
+
+def build_criterion(cfg, cls_num_list: Sequence[int]) -> ClassCountLoss:
+    """The training loss of ``cfg`` (``loss`` and the ARB flags, see the module docstring),
+    wrapped in :class:`DeferredReweighting` when ``drw_epoch`` > 0 and in
+    :class:`LabelAwareSmoothing` when ``LAS``; ``cls_num_list`` are the training-set counts."""
+    name = resolve_loss(cfg)
+    drw = cfg.drw_epoch > 0
+    if drw and cfg.drw_epoch >= cfg.num_epochs:
+        log.warning("drw_epoch %d >= num_epochs %d: the deferred re-weighting never starts",
+                    cfg.drw_epoch, cfg.num_epochs)
+    base = LOSS_BUILDERS[name](cfg, cls_num_list, "none" if drw else "mean")
+    base.global_batch_counts = bool(cfg.arb_global_batch_counts)
+    if drw:
+        return DeferredReweighting(base, cls_num_list, cfg.drw_epoch, beta=cfg.cb_beta)
+    if cfg.LAS:
+        return LabelAwareSmoothing(cls_num_list, cfg.smooth_head, cfg.smooth_tail,
+                                   shape=cfg.las_shape, power=cfg.las_power, base=base)
+    return base
+
+
+def describe_criterion(cfg) -> str:
+    """One line naming the loss in use (for logs and --dry-run)."""
+    name = _DESCRIPTIONS[resolve_loss(cfg)](cfg)
+    if cfg.drw_epoch > 0:
+        name += (f" + DRW (class-balanced re-weighting, beta {cfg.cb_beta:g}, after "
+                 f"{cfg.drw_epoch} epochs)")
+    if cfg.LAS:
+        name += (f" + label-aware smoothing ({cfg.las_shape}, head {cfg.smooth_head}, "
+                 f"tail {cfg.smooth_tail})")
+    if mixup_enabled(cfg):
+        name += f" + mixup (alpha {cfg.alpha})"
+    return name
