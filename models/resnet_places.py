@@ -43,6 +43,7 @@ import torch.nn as nn
 from torchvision.models import resnet as tv_resnet
 
 from models.heads import PooledClassifier
+from models.ltnet import LTNet
 from models.resnet import RESNET_SPECS, ResNetFE, torchvision_weights
 from utils.checkpoint import _mismatch, strip_module_prefix
 from utils.errors import CheckpointError, ConfigError
@@ -142,7 +143,6 @@ def build_places_network(cfg, num_classes: int, in_channels: int = 3,
     checkpoint, whose ``state_dict_model`` replaces them anyway (evaluation and resuming then
     work offline).
     """
-    from models import LTNet  # models/__init__ imports this module lazily
 
     name = cfg.backbone
     if name not in RESNET_SPECS:

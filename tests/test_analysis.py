@@ -147,6 +147,7 @@ def digits_ckpt(tmp_path_factory):
     return run, os.path.join(run, "ckps", "model_best.pth.tar")
 
 
+@pytest.mark.slow
 def test_eval_writes_report_json_csv_and_figures(digits_ckpt, tmp_path, capsys):
     run, ckpt = digits_ckpt
     out = tmp_path / "report"
@@ -184,6 +185,7 @@ def test_eval_writes_report_json_csv_and_figures(digits_ckpt, tmp_path, capsys):
         assert_png(str(out / name))
 
 
+@pytest.mark.slow
 def test_eval_default_report_folder_and_no_nc(digits_ckpt, capsys):
     run, ckpt = digits_ckpt
     assert eval_script.main(["--cfg", DIGITS_CE, "--no-nc", "resume", ckpt]) == 0

@@ -279,6 +279,7 @@ def test_missing_config_file():
 @pytest.mark.parametrize("args,match", [
     (["--cfg", "config/digits/digits_imb005_ce.yaml", "dataset", "mnist"], "'dataset'"),
 ])
+@pytest.mark.slow
 def test_cli_user_errors_exit_2_without_traceback_or_run_folder(tmp_path, args, match):
     out = tmp_path / "out"
     r = (run_cli("train_stage1.py", *args, "output_dir", str(out), cwd=ROOT)

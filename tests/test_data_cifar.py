@@ -24,6 +24,7 @@ def cfg_for(name, data_path, imb=0.01, **kw):
     return load_config(path, opts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,imb", sorted(TOTALS))
 def test_lt_totals_on_full_size_archives(full_cifar, name, imb):
     sub = "c10" if name == "cifar10" else "c100"
@@ -106,6 +107,7 @@ def test_num_classes_must_match(small_cifar10):
         build_data(cfg_for("cifar10", small_cifar10, num_classes=100))
 
 
+@pytest.mark.slow
 def test_digits_split():
     cfg = load_config(os.path.join(ROOT, "config", "digits", "digits_imb005_ce.yaml"))
     data = build_data(cfg)

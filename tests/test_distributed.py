@@ -56,6 +56,8 @@ def check_single_run(out_dir, capsys):
     return run
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_torchrun_two_processes(tmp_path, capsys):
     code, out = launch(["torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                         str(free_port()), "train_stage1.py", "--cfg", DIGITS_ARB,
@@ -66,6 +68,8 @@ def test_torchrun_two_processes(tmp_path, capsys):
     check_single_run(tmp_path, capsys)
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_a_launcher_with_one_process_forms_a_group_of_one(tmp_path, capsys):
     """As torchvision's references: under a launcher the processes always form a group, one
     process included (the DDP code path of a 1-GPU torchrun job)."""
@@ -78,6 +82,8 @@ def test_a_launcher_with_one_process_forms_a_group_of_one(tmp_path, capsys):
     assert ckpt["world_size"] == 1 and len(ckpt["rng"]) == 1
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_stage2_under_torchrun(tmp_path, capsys):
     """train_stage2.py with 2 processes from a stage-1 checkpoint: rank-aware class-aware
     sampling, DDP over classifier + LWS; the logged evaluation equals eval.py's."""
@@ -105,6 +111,8 @@ def test_stage2_under_torchrun(tmp_path, capsys):
         assert single[k] == pytest.approx(logged[k], abs=1e-9), k
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_legacy_launcher_with_the_seed_argument_shape(tmp_path, capsys):
     # python -m torch.distributed.launch --nproc_per_node N --master_port P train_stage1.py --cfg
     # (passes --local-rank to the script); the yaml's world_size 8 disagrees: a warning
@@ -116,6 +124,8 @@ def test_legacy_launcher_with_the_seed_argument_shape(tmp_path, capsys):
     check_single_run(tmp_path, capsys)
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_node_rendezvous_on_localhost(tmp_path, capsys):
     port = free_port()
     procs = []
@@ -152,6 +162,8 @@ def worker_pid(launcher, rank: int) -> int:
 FAULTY = os.path.join("tests", "train_with_fault.py")
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     """Only rank 1 is signalled; both ranks stop after the same step (otherwise the checkpoint
     gather would hang), rank 0 saves and logs the signal, and resume finishes the run."""
@@ -179,6 +191,8 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     assert [r["epoch"] for r in read_metrics(run)] == [1, 2, 3]
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_a_rank_that_dies_ends_the_job_non_zero(tmp_path):
     """Rank 1 exits at once (exit 17) while rank 0 waits in a collective: the launcher must end
     the job with a non-zero status, not wait for the 30-minute collective timeout (``finish``

@@ -2,9 +2,12 @@
 import os
 import subprocess
 
+import pytest
+
 from tests.conftest import ROOT, child_env
 
 
+@pytest.mark.slow
 def test_gpu_check_without_cuda_says_so_and_exits_0():
     env = child_env({"CUDA_VISIBLE_DEVICES": ""})  # also on a GPU machine: force CPU mode
     r = subprocess.run(["bash", os.path.join(ROOT, "bench", "gpu_check.sh")], env=env,

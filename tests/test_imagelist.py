@@ -441,6 +441,7 @@ def test_dry_run_of_seed_configs(trees, dataset, tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("dataset,pipeline", [(d, "fast") for d in sorted(SEED_CONFIGS)]
                          + [("imagenet", "reference")])
+@pytest.mark.slow
 def test_train_and_eval_each_kind(trees, dataset, pipeline, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     cfg = os.path.join(ROOT, SEED_CONFIGS[dataset])
@@ -484,6 +485,7 @@ def test_the_pipeline_key_chooses_the_loaders(trees, pipeline):
         assert loaders[0].dataset.transform is data.train.transform
 
 
+@pytest.mark.slow
 def test_loader_workers_come_from_a_fork_server_and_match_in_process_loading(trees):
     """Workers start from a fork server (forking a multi-threaded DDP rank can deadlock);
     the data set must survive the trip, so batches equal those of an in-process loader."""

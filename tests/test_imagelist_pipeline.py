@@ -336,6 +336,7 @@ def test_deterministic_and_resumable(tree):
         assert torch.equal(xa, xr) and torch.equal(ya, yr)
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_batches(tree):
     ds = dataset(tree, names=tree[1][:10])
     ld = loader(ds, workers=1)

@@ -197,6 +197,7 @@ def small_data(tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rel", TRAIN)
 def test_stage1_files_train(rel, small_data, tmp_path):
     r = raw(rel)
@@ -236,6 +237,7 @@ def test_stage2_file_run_as_stage1_reaches_the_placeholder_resume(small_data, tm
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_stage2_file_in_one_line(tmp_path):
     out = tmp_path / "out"
     rel = os.path.join("mislas", "cifar100", "cifar100_imb001_stage2_mislas.yaml")

@@ -79,6 +79,7 @@ def tv_resnet50():
 
 @pytest.mark.parametrize("dataset, classes, prefix", [("imagenet", 1000, "module."),
                                                       ("ina2018", 8142, "")])
+@pytest.mark.slow
 def test_mislas_checkpoint_loads_and_matches_torchvision(tv_resnet50, dataset, classes,
                                                          prefix):
     ref = tv_resnet50
@@ -170,6 +171,7 @@ def _mislas_logits(model, block, fc, x):
     return fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(feat, 1), 1))
 
 
+@pytest.mark.slow
 def test_mislas_places_checkpoint_loads_and_matches_mislas_forward(tv_resnet152_state):
     # MiSLAS's Places model: torchvision's ResNet-152 with layer4 cut to two blocks, plus a
     # Bottleneck(2048, 512) block and a 2048 -> 365 fc, saved from DataParallel ("module.").
@@ -199,6 +201,7 @@ def test_mislas_places_checkpoint_loads_and_matches_mislas_forward(tv_resnet152_
     torch.testing.assert_close(net.block.bn3.running_mean, block.bn3.running_mean)
 
 
+@pytest.mark.slow
 def test_places_torchvision_weights_lose_last_bottleneck_and_fc(tv_resnet152_state,
                                                                  monkeypatch):
     fake = types.SimpleNamespace(url="https://example.invalid/resnet152.pth",
@@ -213,6 +216,7 @@ def test_places_torchvision_weights_lose_last_bottleneck_and_fc(tv_resnet152_sta
         torch.testing.assert_close(v, want[k], rtol=0, atol=0, msg=k)
 
 
+@pytest.mark.slow
 def test_places_resnet50_pretrained_path_loads_strictly_without_layer4_2(tmp_path):
     # The published resnet50_fe for Places ([3, 4, 6, 3]) cannot take these weights strictly
     # once layer4.2 is deleted; ours ([3, 4, 6, 2]) takes every remaining tensor.
@@ -245,6 +249,7 @@ def test_places_init_follows_mislas_build_order():
         torch.testing.assert_close(net.block.state_dict()[k], v, rtol=0, atol=0, msg=k)
 
 
+@pytest.mark.slow
 def test_places_training_updates_only_block_and_classifier():
     torch.manual_seed(0)
     cfg = places_cfg(lr=0.5)

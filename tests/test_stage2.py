@@ -53,6 +53,7 @@ def run_stage2(cfg, out, stage1, *opts):
     return only_run_dir(str(out))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shift_bn", [True, False])
 def test_frozen_backbone_is_bit_identical_and_bn_moves_only_with_shift_bn(stage1, tmp_path,
                                                                            shift_bn):
@@ -68,6 +69,7 @@ def test_frozen_backbone_is_bit_identical_and_bn_moves_only_with_shift_bn(stage1
     assert not torch.equal(after["lws_model"]["learned_norm"], torch.ones(1, 10))
 
 
+@pytest.mark.slow
 def test_lws_method_trains_only_the_weight_scaling(stage1, tmp_path):
     run = run_stage2(S2_MISLAS, tmp_path, stage1, "stage2_method", "lws", "shift_bn", "False")
     before, after = weights(stage1), weights(os.path.join(run, "ckps", "current.pth.tar"))
@@ -153,6 +155,7 @@ def test_lws_and_las_against_their_formulas():
     torch.testing.assert_close(las(z.double(), y).double(), want, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_stage2_run_logs_and_eval_reproduces_them(stage1, tmp_path, capsys):
     run = run_stage2(S2_MISLAS, tmp_path, stage1)
     rows = read_metrics(run)
@@ -167,6 +170,7 @@ def test_stage2_run_logs_and_eval_reproduces_them(stage1, tmp_path, capsys):
         assert m[k] == pytest.approx(rows[-1][k], abs=1e-9), k
 
 
+@pytest.mark.slow
 def test_resume_inside_stage2_is_exact(stage1, tmp_path, monkeypatch):
     base = tmp_path / "base"
     opts = ["num_epochs", "3"]
@@ -199,6 +203,7 @@ def test_resume_inside_stage2_is_exact(stage1, tmp_path, monkeypatch):
             assert torch.equal(a[part][k], b[part][k]), (part, k)
 
 
+@pytest.mark.slow
 def test_mislas_format_stage1_checkpoint_starts_stage2(stage1, tmp_path):
     """A checkpoint as MiSLAS / the ARB-Loss code saves it: DataParallel 'module.' prefixes,
     only the reference keys (no config, no stage)."""
@@ -213,6 +218,7 @@ def test_mislas_format_stage1_checkpoint_starts_stage2(stage1, tmp_path):
     assert len(read_metrics(run)) == 1
 
 
+@pytest.mark.slow
 def test_missing_stage1_checkpoint_and_stage_mismatch_are_one_line(tmp_path, capsys):
     cases = [([S2_MISLAS], "key 'resume' is empty: train_stage2.py starts from a stage-1 "
               "checkpoint"),

@@ -59,6 +59,7 @@ def test_eval_reproduces_logged_metrics(digits_run, capsys):
         assert m[k] == pytest.approx(last[k], abs=1e-9), k
 
 
+@pytest.mark.slow
 def test_deterministic_runs_are_identical(tmp_path):
     rows = []
     for i in range(2):
@@ -81,6 +82,7 @@ def test_dry_run_prints_summary_and_creates_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_two_runs_in_the_same_minute_get_distinct_folders(tmp_path):
     for _ in range(2):
         assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path),
@@ -88,6 +90,7 @@ def test_two_runs_in_the_same_minute_get_distinct_folders(tmp_path):
     assert len(os.listdir(tmp_path)) == 2
 
 
+@pytest.mark.slow
 def test_cifar_short_run_and_eval_cli(small_cifar10, tmp_path, capsys):
     cfg = os.path.join(ROOT, "config", "cifar10", "cifar10_imb01_stage1_mixup.yaml")
     common = ["data_path", small_cifar10, "download", "False", "backbone", "resnet8_fe",

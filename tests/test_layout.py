@@ -1,0 +1,85 @@
+"""The code map holds: imports run downward only and no module imports another in a cycle.
+
+    utils <- config <- datasets, models, methods <- analysis <- engine <- scripts, tools, bench
+
+datasets, models and methods do not import each other; no module imports a script
+(train_stage1.py, train_stage2.py, eval.py) -- tests call the scripts' ``main`` in-process.
+"""
+import ast
+import glob
+import os
+
+from tests.conftest import ROOT
+
+LEVEL = {"utils": 0, "config": 1, "datasets": 2, "models": 2, "methods": 2, "analysis": 3,
+         "engine": 4}
+SCRIPTS = {"train_stage1", "train_stage2", "eval"}
+
+
+def modules():
+    """name -> file of every project module outside tests."""
+    out = {}
+    for pkg in list(LEVEL) + ["tools", "bench"]:
+        for path in glob.glob(os.path.join(ROOT, pkg, "*.py")):
+            stem = os.path.splitext(os.path.basename(path))[0]
+            out[pkg if stem == "__init__" else f"{pkg}.{stem}"] = path
+    for name in SCRIPTS:
+        out[name] = os.path.join(ROOT, f"{name}.py")
+    return out
+
+
+def _runtime_nodes(tree):
+    """Every node except those under ``if TYPE_CHECKING:`` (annotations only)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            todo.extend(node.orelse)
+            continue
+        yield node
+        todo.extend(ast.iter_child_nodes(node))
+
+
+def imports(path):
+    """Absolute project imports of a file run at some point (also inside functions)."""
+    found = set()
+    for node in _runtime_nodes(ast.parse(open(path).read())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def test_imports_run_downward_only():
+    wrong = []
+    for name, path in modules().items():
+        pkg = name.split(".")[0]
+        for target in imports(path):
+            top = target.split(".")[0]
+            if top in SCRIPTS and top != pkg:
+                wrong.append(f"{name} imports the script {top}")
+            if pkg in LEVEL and top in LEVEL and top != pkg and LEVEL[top] >= LEVEL[pkg]:
+                wrong.append(f"{name} imports {target}")
+    assert wrong == []
+
+
+def test_no_import_cycles():
+    mods = modules()
+    graph = {name: {t for t in imports(path) if t in mods and t != name}
+             for name, path in mods.items()}
+    state = {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        for nxt in graph[node]:
+            if state.get(nxt) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(stack + [node, nxt]))
+            if nxt not in state:
+                visit(nxt, stack + [node])
+        state[node] = "done"
+
+    for name in graph:
+        if name not in state:
+            visit(name, [])
