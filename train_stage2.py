@@ -16,38 +16,22 @@ import argparse
 import sys
 from typing import List, Optional, Sequence
 
-from config import load_config
-from datasets import build_data
-from engine import HookBase, distributed_session
-from engine.cli import ScriptParser
+from engine import HookBase
+from engine.cli import run_training, training_parser
 from engine.stage2 import Stage2Trainer
-from utils import comm
-from utils.errors import exit_on_user_error
 
 PROG = "train_stage2.py"
+DESCRIPTION = "Stage-2 classifier re-training (MiSLAS, cRT, LWS)."
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """``--cfg``, ``--dry-run``, ``--local_rank`` anywhere; ``opts``: the KEY VALUE overrides."""
-    p = ScriptParser(PROG, "Stage-2 classifier re-training (MiSLAS, cRT, LWS).")
-    p.add_argument("--dry-run", action="store_true",
-                   help="build data, model and loss, print a summary and exit; creates and "
-                        "downloads nothing, reads no checkpoint")
-    return p.parse_args(argv)
+    return training_parser(PROG, DESCRIPTION).parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None, hooks: Sequence[HookBase] = ()) -> int:
     """Entry point; returns the exit status. ``hooks`` run after the default ones."""
-    with exit_on_user_error(PROG):
-        args = parse_args(argv)
-        cfg = load_config(args.cfg, args.opts, stage=2)
-        with distributed_session(cfg, args.local_rank) as dist:
-            data = build_data(cfg, dry_run=True) if args.dry_run else None
-            trainer = Stage2Trainer(cfg, dist, hooks, data=data)
-            if args.dry_run:
-                comm.on_main(print, trainer.summary())
-                return 0
-            return trainer.train()
+    return run_training(PROG, DESCRIPTION, 2, Stage2Trainer, argv, hooks)
 
 
 if __name__ == "__main__":

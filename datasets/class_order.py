@@ -28,6 +28,21 @@ SMALL_QUICKSORT = 15
 MODES = ("reference", "stable")
 
 
+def _sift_down(v: list, t: List[int], o: int, i: int, n: int, tmp: int) -> None:
+    """Place ``tmp`` at heap slot ``i`` (1-based, offset ``o``) of a heap of ``n`` slots,
+    moving larger children up: numpy 1.24's sift-down, shared by both phases of its heapsort."""
+    j = i << 1
+    while j <= n:
+        if j < n and v[t[o + j]] < v[t[o + j + 1]]:
+            j += 1
+        if v[tmp] < v[t[o + j]]:
+            t[o + i] = t[o + j]
+            i, j = j, j + j
+        else:
+            break
+    t[o + i] = tmp
+
+
 def _aheapsort(v: list, t: List[int], start: int, n: int) -> None:
     """numpy 1.24 ``aheapsort_`` (npysort_heapsort.h) on ``t[start:start + n]``, in place.
 
@@ -35,31 +50,12 @@ def _aheapsort(v: list, t: List[int], start: int, n: int) -> None:
     """
     o = start - 1
     for lo in range(n >> 1, 0, -1):  # build the max-heap
-        tmp = t[o + lo]
-        i, j = lo, lo << 1
-        while j <= n:
-            if j < n and v[t[o + j]] < v[t[o + j + 1]]:
-                j += 1
-            if v[tmp] < v[t[o + j]]:
-                t[o + i] = t[o + j]
-                i, j = j, j + j
-            else:
-                break
-        t[o + i] = tmp
+        _sift_down(v, t, o, lo, n, t[o + lo])
     while n > 1:  # move the maximum to the end, sift the displaced element down
         tmp = t[o + n]
         t[o + n] = t[o + 1]
         n -= 1
-        i, j = 1, 2
-        while j <= n:
-            if j < n and v[t[o + j]] < v[t[o + j + 1]]:
-                j += 1
-            if v[tmp] < v[t[o + j]]:
-                t[o + i] = t[o + j]
-                i, j = j, j + j
-            else:
-                break
-        t[o + i] = tmp
+        _sift_down(v, t, o, 1, n, tmp)
 
 
 def _aquicksort(v: list) -> List[int]:

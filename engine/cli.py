@@ -21,10 +21,10 @@ import difflib
 import sys
 from typing import Dict, List, NoReturn, Optional, Sequence, Tuple
 
-from config import get_cfg_defaults
+from config import get_cfg_defaults, load_config
 from utils.errors import ConfigError
 
-__all__ = ["ScriptParser"]
+__all__ = ["ScriptParser", "training_parser", "run_training"]
 
 
 class ScriptParser(argparse.ArgumentParser):
@@ -110,3 +110,36 @@ class ScriptParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, as every user error (argparse would print the usage first and exit)."""
         raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
+def training_parser(prog: str, description: str) -> ScriptParser:
+    """The command line of a training script: ``--cfg``, ``--dry-run``, ``--local_rank`` and
+    the ``KEY VALUE`` overrides."""
+    p = ScriptParser(prog, description)
+    p.add_argument("--dry-run", action="store_true",
+                   help="build data, model and loss, print a summary and exit; creates and "
+                        "downloads nothing, reads no checkpoint")
+    return p
+
+
+def run_training(prog: str, description: str, stage: int, trainer_cls,
+                 argv: Optional[List[str]] = None, hooks: Sequence = ()) -> int:
+    """A training script from end to end: arguments -> config (validated for ``stage``) ->
+    process group and device -> ``trainer_cls(cfg, dist, hooks)`` -> ``train()`` (or its
+    summary with ``--dry-run``). Returns the exit status; user errors exit 2 with one line."""
+    from datasets import build_data
+    from engine.runtime import distributed_session
+    from utils import comm
+    from utils.errors import exit_on_user_error
+
+    with exit_on_user_error(prog):
+        args = training_parser(prog, description).parse_args(argv)
+        cfg = load_config(args.cfg, args.opts, stage=stage)
+        with distributed_session(cfg, args.local_rank) as dist:
+            # A dry run creates nothing: no download, no unpacked archive, no run folder.
+            data = build_data(cfg, dry_run=True) if args.dry_run else None
+            trainer = trainer_cls(cfg, dist, hooks, data=data)
+            if args.dry_run:
+                comm.on_main(print, trainer.summary())
+                return 0
+            return trainer.train()
