@@ -87,6 +87,14 @@ class Stage2Trainer(Trainer):
         return LabelAwareSmoothing(self.data.cls_num_list, cfg.smooth_head, cfg.smooth_tail,
                                    shape=cfg.las_shape, power=cfg.las_power)
 
+    def describe_loss(self) -> str:
+        if self.method != "mislas":
+            return super().describe_loss()
+        cfg = self.cfg
+        name = (f"label-aware smoothing ({cfg.las_shape}, head {cfg.smooth_head}, tail "
+                f"{cfg.smooth_tail})")
+        return name + (f" + {self.mix}" if self.mix is not None else "")
+
     def build_optimizer(self) -> torch.optim.Optimizer:
         """SGD over the classifier (lr x ``lr_factor``) and LWS (lr) groups, as MiSLAS."""
         cfg, net = self.cfg, self.net

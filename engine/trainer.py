@@ -101,6 +101,10 @@ class Trainer:
         """The training loss of the config (``loss`` and the reference flags)."""
         return build_criterion(self.cfg, self.data.cls_num_list)
 
+    def describe_loss(self) -> str:
+        """One line naming the training loss (logs, ``--dry-run``)."""
+        return describe_criterion(self.cfg)
+
     def build_optimizer(self) -> torch.optim.Optimizer:
         return build_optimizer(self.cfg, self.net)
 
@@ -140,7 +144,7 @@ class Trainer:
         if net.block is not None:
             parts.append(f"block: {count_parameters(net.block):,} parameters")
         parts.append(f"classifier: {count_parameters(net.classifier):,} parameters")
-        parts.append(f"loss: {describe_criterion(cfg)}")
+        parts.append(f"loss: {self.describe_loss()}")
         return "\n".join(parts)
 
     # ------------------------------------------------------------------ set-up
