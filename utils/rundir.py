@@ -1,5 +1,16 @@
 """The run folder: ``<output_dir>/<name>_<YYYYmmddHHMM>/{logs/<name>.txt, ckps/*.pth.tar,
-metrics.jsonl, TensorBoard events}``. Only rank 0 writes; every rank knows the path."""
+metrics.jsonl, TensorBoard events, .lock}``. Only rank 0 writes; every rank knows the path.
+
+A run folder belongs to one run of one config:
+
+* while a run writes to its folder, rank 0 holds an exclusive lock on ``<run>/.lock`` (the
+  file names its pid); a second process that wants the folder (``resume auto`` of the same
+  config while the first runs) stops with one line and touches nothing. The operating system
+  releases the lock whenever the holder ends, however it ends; the file itself may stay.
+* resuming continues in the checkpoint's folder only when the config is the same up to
+  :data:`RESUME_SAFE_KEYS` (:func:`config_differences`); otherwise the trainer starts a new
+  folder, and the checkpoint's folder is never written.
+"""
 from __future__ import annotations
 
 import glob
@@ -7,13 +18,60 @@ import json
 import logging
 import math
 import os
+import socket
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from utils import comm
-from utils.errors import ConfigError
+from utils.checkpoint import write_error
+from utils.errors import ConfigError, RunError, UserError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, folders are unprotected
+    fcntl = None
 
 log = logging.getLogger(__name__)
+
+LOCK_FILE = ".lock"
+
+# Config keys that may differ between a run and its continuation without making it another
+# run: which checkpoint and how to read it; where new run folders go and how often progress
+# is printed; where the data lives and what loads it; which device; how often the run
+# evaluates and analyses (extra rows / figures, the training itself is unchanged); how the
+# processes are launched. ``num_epochs`` may also grow (a run extended). Every other key
+# (a hyper-parameter, the data set, the seed, the speed settings that change the numerics,
+# the run's name and its folder layout ``log_dir`` / ``model_dir``) is part of the run: a
+# checkpoint resumed with another value starts a new run folder.
+RESUME_SAFE_KEYS = frozenset([
+    "resume", "legacy_checkpoint",
+    "output_dir", "print_freq",
+    "data_path", "download", "workers", "device",
+    "eval_freq", "test_batch_size", "nc_freq", "plot_freq", "grad_stats_freq",
+    "dist_url", "dist_backend", "world_size", "rank", "gpu", "distributed",
+    "multiprocessing_distributed",
+])
+
+
+def _plain(v: Any) -> Any:
+    """Lists and tuples compare as lists (yaml gives lists, overrides may give tuples)."""
+    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
+def config_differences(saved, cfg) -> List[str]:
+    """``key old -> new`` for every key of ``cfg`` whose value differs from the ``saved``
+    config (both config nodes), ignoring :data:`RESUME_SAFE_KEYS` and a larger
+    ``num_epochs``; [] when ``cfg`` continues the saved run."""
+    out = []
+    for key in cfg:
+        if key in RESUME_SAFE_KEYS:
+            continue
+        old, new = _plain(saved.get(key)), _plain(cfg[key])
+        if key == "num_epochs" and isinstance(old, int) and new >= old:
+            continue
+        if old != new:
+            out.append(f"{key} {old!r} -> {new!r}")
+    return out
 
 
 def _unique_folder(root: str, name: str) -> str:
@@ -39,11 +97,14 @@ def _unique_folder(root: str, name: str) -> str:
 
 
 def run_folder_of_checkpoint(path: str, cfg) -> Optional[str]:
-    """The run folder a checkpoint of ours lives in (``<run>/<model_dir>/x.pth.tar``), else None."""
+    """The run folder a checkpoint of ours lives in (``<run>/<model_dir>/x.pth.tar``, the run
+    having its metrics, text log or lock file: also a run stopped before its first metrics
+    row), else None."""
     ckpt_dir = os.path.dirname(os.path.abspath(path))
     run = os.path.dirname(ckpt_dir)
+    marks = ("metrics.jsonl", os.path.join(cfg.log_dir, f"{cfg.name}.txt"), LOCK_FILE)
     if (os.path.basename(ckpt_dir) == cfg.model_dir and
-            os.path.isfile(os.path.join(run, "metrics.jsonl"))):
+            any(os.path.isfile(os.path.join(run, m)) for m in marks)):
         return run
     return None
 
@@ -58,6 +119,69 @@ def find_latest_checkpoint(cfg) -> str:
     return max(found, key=os.path.getmtime) if found else ""
 
 
+def _holder(path: str) -> str:
+    """Who holds a run folder's lock, from the lock file (``process <pid> on <host>``)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            pid, _, host = f.read().strip().partition(" ")
+    except OSError:
+        pid, host = "", ""
+    if not pid:
+        return "another process"
+    return f"process {pid}" + (f" on {host}" if host and host != socket.gethostname() else "")
+
+
+class RunLock:
+    """Exclusive use of a run folder by one process: ``fcntl.flock`` on ``<run>/.lock``, the
+    holder's pid (and host) written in the file. Held from :meth:`acquire` until
+    :meth:`release` or the end of the process (the operating system releases it then, so the
+    lock of a process that died is free; the file may stay). The descriptor is not inherited
+    by child processes, so loader workers never keep a folder locked."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.path = os.path.join(folder, LOCK_FILE)
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`RunError` naming the holder (nothing is written
+        then)."""
+        if fcntl is None or self._fd is not None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunError(write_error("cannot lock the run folder", self.folder, e)) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RunError(f"run folder {self.folder} is in use by {_holder(self.path)} "
+                           "(a run of this config is writing there); wait for it to end or "
+                           "stop it first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def check_writable(run: str, folders: List[str]) -> None:
+    """Refuse, before any training, to continue a run whose folders cannot be written (a
+    read-only folder, file system or mount): :class:`RunError` naming the folder.
+    ``os.access`` also sees read-only file systems for root, which permissions do not stop."""
+    for folder in folders:
+        if os.path.isdir(folder) and not os.access(folder, os.W_OK):
+            raise RunError(f"cannot continue the run in {run}: folder {folder} is read-only "
+                           "(its checkpoints and logs are written there); make it writable, "
+                           "or resume a copy of the checkpoint to continue in a new run "
+                           "folder")
+
+
 class RunDir:
     """Paths of one run and its rank-0 writers."""
 
@@ -70,21 +194,50 @@ class RunDir:
         self.current = os.path.join(self.ckpt_dir, "current.pth.tar")
         self.best = os.path.join(self.ckpt_dir, "model_best.pth.tar")
         self.metrics_file = os.path.join(path, "metrics.jsonl")
+        self.lock: Optional[RunLock] = None  # rank 0 of a training run holds it
 
     @classmethod
-    def for_training(cls, cfg, resume: str = "", resumed_epoch: int = 0) -> "RunDir":
-        """The resumed run's folder when resuming one of ours (its metrics.jsonl cut back to
-        the checkpoint's epoch), else a new folder."""
-        path = None
+    def for_training(cls, cfg, continue_in: Optional[str] = None,
+                     resumed_epoch: int = 0) -> "RunDir":
+        """Rank 0 takes the run's folder and locks it (:class:`RunLock`): ``continue_in``, the
+        folder of the run being resumed (checked writable, its metrics.jsonl cut back to the
+        checkpoint's epoch), else a new folder. Every rank gets the RunDir, or the same
+        one-line error (nothing is written then)."""
+        path, error, lock = None, None, None
         if comm.is_main_process():
-            path = run_folder_of_checkpoint(resume, cfg) if resume else None
-            if path is None:
-                path = _unique_folder(cfg.output_dir, cfg.name)
-            else:
-                cls(path, cfg).truncate_metrics(resumed_epoch)
-            for sub in (cfg.log_dir, cfg.model_dir):
-                os.makedirs(os.path.join(path, sub), exist_ok=True)
-        return cls(comm.broadcast_object(path), cfg)
+            try:
+                if continue_in:
+                    path = continue_in
+                    check_writable(path, [path] + [os.path.join(path, sub) for sub in
+                                                   (cfg.log_dir, cfg.model_dir)])
+                    lock = RunLock(path)
+                    lock.acquire()
+                    cls(path, cfg).truncate_metrics(resumed_epoch)
+                else:
+                    path = _unique_folder(cfg.output_dir, cfg.name)
+                    lock = RunLock(path)
+                    lock.acquire()
+                for sub in (cfg.log_dir, cfg.model_dir):
+                    os.makedirs(os.path.join(path, sub), exist_ok=True)
+            except UserError as e:
+                if lock is not None:
+                    lock.release()
+                error = e
+            except OSError as e:
+                if lock is not None:
+                    lock.release()
+                error = RunError(write_error("cannot prepare the run folder", path, e))
+        path, error = comm.broadcast_object((path, error))
+        if error is not None:
+            raise error
+        run = cls(path, cfg)
+        run.lock = lock
+        return run
+
+    def release(self) -> None:
+        """Give the folder's lock back (rank 0; at the end of a run)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def truncate_metrics(self, epoch: int) -> None:
         """Keep only the complete rows of epochs <= ``epoch`` (a run killed between writing
@@ -117,10 +270,14 @@ class RunDir:
             return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                  for k, v in row.items()}
-        with open(self.metrics_file, "a", encoding="utf-8") as f:
-            f.write(json.dumps(clean) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.metrics_file, "a", encoding="utf-8") as f:
+                f.write(json.dumps(clean) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise RunError(write_error(f"cannot write {self.metrics_file}", self.path,
+                                       e)) from None
         if writer is not None:
             step = int(row["epoch"])
             for k, v in row.items():
