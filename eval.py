@@ -32,8 +32,9 @@ from datasets import build_data
 from datasets.loader import eval_loader
 from engine import autocast_factory, distributed_session
 from engine.cli import ScriptParser
-from engine.evaluation import predict, training_features
+from engine.evaluation import PostHoc, predict, training_features
 from models import build_network
+from models.heads import LearnableWeightScaling
 from utils import comm
 from utils.checkpoint import load_checkpoint, load_network_state
 from utils.errors import ConfigError, exit_on_user_error
@@ -97,13 +98,19 @@ def _run_eval(cfg, local_rank: Optional[int], out_dir: Optional[str], nc: bool,
         ranges = class_ranges(cfg, data.cls_num_list)
         net = build_network(cfg, cfg.num_classes, data.in_channels)
         ckpt = load_checkpoint(cfg.resume, legacy=cfg.legacy_checkpoint)
+        if "state_dict_lws_model" in ckpt:  # a stage-2 checkpoint (ours or MiSLAS's)
+            net.lws = LearnableWeightScaling(cfg.num_classes)
         load_network_state(net, ckpt, cfg.resume)
         net.to(device)
         autocast = autocast_factory(cfg, device)
+        posthoc = PostHoc.from_config(cfg, data.cls_num_list)
+        if posthoc:
+            log.info("evaluating with %s", posthoc.describe())
         loader = eval_loader(cfg, data, "test", device, dist.rank, dist.world_size)
-        logits, target, _ = predict(net, loader, device, autocast,
+        logits, target, _ = predict(posthoc.network(net), loader, device, autocast,
                                     progress_every=cfg.print_freq, desc="test")
-        metrics = classification_report(logits, target, ranges)
+        metrics = classification_report(posthoc.logits(logits), target, ranges)
+        metrics["posthoc"] = posthoc.describe()
         metrics["checkpoint"] = os.path.abspath(cfg.resume)
         metrics["checkpoint_epoch"] = int(ckpt.get("epoch", 0))
         nc_flat, feat_norms = None, None
@@ -125,6 +132,7 @@ def _run_eval(cfg, local_rank: Optional[int], out_dir: Optional[str], nc: bool,
                     meta={"checkpoint": metrics["checkpoint"],
                           "checkpoint_epoch": metrics["checkpoint_epoch"],
                           "config_name": cfg.name, "dataset": cfg.dataset,
+                          "posthoc": metrics["posthoc"],
                           "backbone": cfg.backbone})
                 title = f"{cfg.name or checkpoint_stem(cfg.resume)} ep {rep['checkpoint_epoch']}"
                 paths = write_eval_report(rep, out, title)

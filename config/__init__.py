@@ -44,6 +44,7 @@ _CHOICES = {
     "loss": ("auto", "ce", "arb", "balanced_softmax", "logit_adjust", "ldam", "focal", "cb",
              "label_smoothing"),
     "cb_base": ("softmax", "focal"),
+    "stage2_method": ("mislas", "crt", "lws"),
 }
 
 # Data sets with a fixed published split (list files): imb_factor is not used; the published
@@ -53,7 +54,7 @@ IMAGE_LIST_DATASETS = ("imagenet", "ina2018", "places")
 # Keys read only by a stage-2 script (classifier re-training): shift_bn and lr_factor by MiSLAS's
 # train_stage2.py, train_stage2_instance by ARB-Loss's (entirely commented out there). Stage-1
 # training cannot honour them.
-STAGE2_KEYS = ("shift_bn", "lr_factor", "train_stage2_instance")
+STAGE2_KEYS = ("shift_bn", "lr_factor", "train_stage2_instance", "stage2_method")
 
 # The many / medium / few class ranges ([start, end) each); all three at the placeholder
 # default [0, 1] means "not given": the ranges are derived from the training counts.
@@ -131,6 +132,8 @@ _RULES: Dict[str, _Rule] = {
     "weight_decay": _at_least(0, "a number"),
     "momentum": _at_least(0, "a number"),
     "alpha": _at_least(0, "a number"),
+    "eval_tau_norm": _at_least(0, "a number"),
+    "eval_logit_adjust": _at_least(0, "a number"),
     # label smoothing of one class: 1 would leave no weight on the true class
     "smooth_head": _interval(0, 1, high_open=True),
     "smooth_tail": _interval(0, 1, high_open=True),

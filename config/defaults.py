@@ -120,6 +120,9 @@ _C.test_batch_size = 0  # eval batch size; 0 = batch_size
 _C.grad_stats_freq = 0  # log the attraction/repulsion gradient monitor every N iterations; 0 = off
 _C.nc_freq = 0  # log neural-collapse metrics on training features every N epochs; 0 = off
 _C.plot_freq = 0  # log reliability / per-class figures to TensorBoard every N epochs; 0 = off
+# post-hoc corrections at evaluation (training evaluation and eval.py; checkpoints unchanged):
+_C.eval_tau_norm = 0.0  # tau-normalised classifier w_j / ||w_j||^tau (Kang et al. 2020); 0 = off
+_C.eval_logit_adjust = 0.0  # logits - tau * log(training prior) (Menon et al. 2021); 0 = off
 
 # ---------------------------------------------------------------- speed
 _C.amp = 'none'  # mixed precision on CUDA: none | bf16 | fp16
@@ -132,6 +135,13 @@ _C.device_pipeline = False
 # batched on the device) | reference (the published per-image torchvision transform)
 _C.imagelist_pipeline = 'fast'
 _C.imagelist_decode = 'cpu'  # fast image-list path, training: JPEG decoding on cpu | cuda (nvjpeg)
+
+# ---------------------------------------------------------------- stage 2 (train_stage2.py)
+# classifier re-training on a stage-1 checkpoint given as 'resume' (frozen backbone / block):
+# mislas: classifier + learnable weight scaling with label-aware smoothing (MiSLAS, CVPR 2021);
+# crt: re-initialised classifier with the config's loss; lws: only the weight scaling, on the
+# stage-1 classifier (both Kang et al., ICLR 2020); all on class-aware sampling
+_C.stage2_method = 'mislas'
 
 # ---------------------------------------------------------------- distributed
 _C.sync_bn = False  # SyncBatchNorm under DDP

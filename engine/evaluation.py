@@ -4,10 +4,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Callable, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from analysis.metrics import ClassRanges, classification_report
@@ -54,11 +56,75 @@ def predict(net: nn.Module, loader: DataLoader, device: torch.device,
     return gathered[0], gathered[1], h_all
 
 
+class TauNormalised(nn.Module):
+    """``net`` with its classifier tau-normalised (Kang et al., "Decoupling Representation and
+    Classifier for Long-Tailed Recognition", ICLR 2020): logits from the rows w_j /
+    ||w_j||^tau, without the bias (their tau-normalised classifier is a dot product); LWS,
+    when the network has one, still scales the logits."""
+
+    def __init__(self, net: nn.Module, tau: float):
+        super().__init__()
+        self.net = net
+        self.classifier = net.classifier
+        w = net.classifier.fc.weight.detach()
+        self.register_buffer("weight", w / w.norm(dim=1, keepdim=True).pow(tau))
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        h = self.net.classifier.embed(self.net.features(x))
+        logits = F.linear(h, self.weight.to(h.dtype))
+        if self.net.lws is not None:
+            logits = self.net.lws(logits)
+        return (logits, h) if return_features else logits
+
+
+@dataclass
+class PostHoc:
+    """Evaluation-time corrections of a trained network (no training), from the config:
+
+    * ``tau_norm`` > 0 (key ``eval_tau_norm``): the tau-normalised classifier
+      (:class:`TauNormalised`, Kang et al. 2020);
+    * ``logit_adjust`` > 0 (key ``eval_logit_adjust``): post-hoc logit adjustment, the argmax
+      of z_j - tau * log pi_j with pi the training class prior (Menon et al., "Long-Tail
+      Learning via Logit Adjustment", ICLR 2021).
+    """
+
+    tau_norm: float = 0.0
+    logit_adjust: float = 0.0
+    counts: Optional[Sequence[int]] = None
+
+    @classmethod
+    def from_config(cls, cfg, cls_num_list: Sequence[int]) -> "PostHoc":
+        return cls(float(cfg.eval_tau_norm), float(cfg.eval_logit_adjust), list(cls_num_list))
+
+    def __bool__(self) -> bool:
+        return bool(self.tau_norm or self.logit_adjust)
+
+    def network(self, net: nn.Module) -> nn.Module:
+        return TauNormalised(net, self.tau_norm) if self.tau_norm else net
+
+    def logits(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.logit_adjust:
+            return logits
+        prior = torch.as_tensor(self.counts, dtype=torch.float64)
+        prior = prior / prior.sum()
+        return (logits.double() - self.logit_adjust * prior.log()).to(logits.dtype)
+
+    def describe(self) -> str:
+        parts = ([f"tau-normalised classifier (tau {self.tau_norm:g})"] if self.tau_norm
+                 else []) + ([f"post-hoc logit adjustment (tau {self.logit_adjust:g})"]
+                             if self.logit_adjust else [])
+        return " + ".join(parts) or "none"
+
+
 def evaluate(net: nn.Module, loader: DataLoader, device: torch.device, ranges: ClassRanges,
-             autocast=None, progress_every: int = 0) -> dict:
-    """Top-1/5, per-class, many / medium / few accuracy, ECE and MCE (all in percent)."""
-    logits, target, _ = predict(net, loader, device, autocast, progress_every=progress_every)
-    return classification_report(logits, target, ranges)
+             autocast=None, progress_every: int = 0, posthoc: Optional[PostHoc] = None
+             ) -> dict:
+    """Top-1/5, per-class, many / medium / few accuracy, ECE and MCE (all in percent), of the
+    network with the ``posthoc`` corrections when given."""
+    posthoc = posthoc or PostHoc()
+    logits, target, _ = predict(posthoc.network(net), loader, device, autocast,
+                                progress_every=progress_every)
+    return classification_report(posthoc.logits(logits), target, ranges)
 
 
 def training_features(cfg, net: nn.Module, data, device: torch.device, rank: int,

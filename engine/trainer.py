@@ -25,7 +25,7 @@ from datasets import DataBundle, build_data
 from datasets.loader import eval_loader, train_loader
 from datasets.workers import shutdown_workers
 from engine.checkpointer import Checkpointer
-from engine.evaluation import evaluate
+from engine.evaluation import PostHoc, evaluate
 from engine.hooks import (
     AnalysisHook,
     CheckpointHook,
@@ -38,7 +38,7 @@ from engine.hooks import (
 from engine.runtime import autocast_factory, grad_scaler, seed_everything
 from engine.schedule import lr_at_epoch
 from engine.state import CutEpoch, RandomStreams, StopFlag, TrainState
-from methods import build_criterion, describe_criterion, mixup_criterion
+from methods import ClassCountLoss, build_criterion, describe_criterion, mixup_criterion
 from methods.mixup import batch_mixing
 from models import LTNet, build_network, count_parameters
 from utils import comm
@@ -75,6 +75,8 @@ class Trainer:
     ``data`` replaces the config's data set (benchmarks, tests).
     """
 
+    STAGE = 1  # saved in checkpoints ('stage'), so stage 2 tells its own from stage 1's
+
     # set by setup() for the length of train()
     run_dir: Optional[RunDir] = None
     log_file: Optional[logging.Handler] = None  # the run's text log (rank 0)
@@ -92,7 +94,8 @@ class Trainer:
                               f"{len(self.data.cls_num_list)} classes")
         self.ranges = class_ranges(cfg, self.data.cls_num_list)
         self.net = self.build_network()
-        self.criterion = build_criterion(cfg, self.data.cls_num_list)
+        self.criterion = self.build_criterion()
+        self.posthoc = PostHoc.from_config(cfg, self.data.cls_num_list)
         self.autocast = autocast_factory(cfg, self.device)
         self.mix = batch_mixing(cfg)  # mixup, CutMix or None
         self.extra_hooks: List[HookBase] = list(hooks)
@@ -112,8 +115,17 @@ class Trainer:
         """The network of ``cfg.backbone`` with a ``num_classes``-way classifier."""
         return build_network(self.cfg, self.cfg.num_classes, self.data.in_channels)
 
+    def build_criterion(self) -> ClassCountLoss:
+        """The training loss of the config (``loss`` and the reference flags)."""
+        return build_criterion(self.cfg, self.data.cls_num_list)
+
     def build_optimizer(self) -> torch.optim.Optimizer:
         return build_optimizer(self.cfg, self.net)
+
+    def build_train_loader(self):
+        """The training loader (:func:`datasets.loader.train_loader`)."""
+        return train_loader(self.cfg, self.data, self.device, self.dist.rank,
+                            self.dist.world_size)
 
     def set_lr(self, epoch: int) -> float:
         """Set the learning rate of ``epoch`` (0-based) in every group; returns it."""
@@ -259,7 +271,7 @@ class Trainer:
         if cfg.compile:
             self.train_net = torch.compile(self.train_net)
         rank, world = self.dist.rank, self.dist.world_size
-        self.train_loader = train_loader(cfg, self.data, device, rank, world)
+        self.train_loader = self.build_train_loader()
         self.test_loader = eval_loader(cfg, self.data, "test", device, rank, world)
         self.stop = StopFlag(comm.host_group())
 
@@ -286,9 +298,9 @@ class Trainer:
         except Interrupted:
             self.save(best=False)
             comm.on_main(log.warning, "interrupted by signal %d at epoch %d, iteration %d; "
-                         "resume with: python train_stage1.py --cfg <cfg> resume %s",
+                         "resume with: python train_stage%d.py --cfg <cfg> resume %s",
                          self.stop.signum, self.state.epoch + 1, self.state.iteration,
-                         self.run_dir.current)
+                         self.STAGE, self.run_dir.current)
             return 128 + self.stop.signum
         except NonFiniteLoss as e:
             comm.on_main(log.error, "%s", e)
@@ -422,7 +434,8 @@ class Trainer:
 
     def evaluate(self) -> dict:
         """Metrics of the current network on the test set (every rank gets them)."""
-        return evaluate(self.net, self.test_loader, self.device, self.ranges, self.autocast)
+        return evaluate(self.net, self.test_loader, self.device, self.ranges, self.autocast,
+                        posthoc=self.posthoc)
 
     def save(self, best: bool) -> None:
         """Write ``current.pth.tar`` (and ``model_best.pth.tar`` when ``best``); every rank
@@ -431,6 +444,7 @@ class Trainer:
         metrics = {k: v for k, v in (self.metrics or {}).items() if isinstance(v, (int, float))}
         self.checkpointer.save(paths, {"config": cfg_to_yaml(self.cfg), "metrics": metrics,
                                        "num_classes": self.cfg.num_classes,
+                                       "stage": self.STAGE,
                                        "backbone": self.cfg.backbone})
 
 

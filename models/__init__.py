@@ -2,7 +2,7 @@
 and optional learnable weight scaling."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -28,9 +28,13 @@ class LTNet(nn.Module):
     The parts are saved as ``state_dict_model``, ``state_dict_block``,
     ``state_dict_classifier`` and ``state_dict_lws_model`` (the MiSLAS key names; ``lws`` is
     MiSLAS's stage-2 learnable weight scaling, :class:`models.heads.LearnableWeightScaling`,
-    which multiplies the logits). A backbone marked ``frozen`` is kept in eval mode and
-    receives no gradient. Stage 2 loads a stage-1 checkpoint first, then attaches
-    ``net.lws = LearnableWeightScaling(num_classes)``, as MiSLAS train_stage2.py does.
+    which multiplies the logits).
+
+    Frozen parts (:meth:`freeze`) receive no gradient; the backbone and the block run under
+    ``torch.no_grad`` when frozen, and a frozen part stays in eval mode in ``train()`` unless it
+    is listed in ``shift_bn``: then its BatchNorm running statistics keep moving with the
+    training batches (MiSLAS stage 2's ``shift_bn``). ``frozen_backbone=True`` is the Places-LT
+    recipe's frozen backbone (``freeze(['model'])``).
     """
 
     def __init__(self, model: nn.Module, classifier: nn.Module,
@@ -41,9 +45,23 @@ class LTNet(nn.Module):
         self.block = block
         self.classifier = classifier
         self.lws = lws
-        self.frozen_backbone = frozen_backbone
+        self.frozen: Tuple[str, ...] = ()
+        self.shift_bn: Tuple[str, ...] = ()
         if frozen_backbone:
-            self.model.requires_grad_(False)
+            self.freeze(["model"])
+
+    @property
+    def frozen_backbone(self) -> bool:
+        return "model" in self.frozen
+
+    def freeze(self, parts: Sequence[str], shift_bn: Sequence[str] = ()) -> None:
+        """Stop training ``parts`` (names of :meth:`parts`); those in ``shift_bn`` stay in
+        train mode (BatchNorm statistics update) although their weights are fixed."""
+        own = self.parts()
+        for name in parts:
+            own[name].requires_grad_(False)
+        self.frozen = tuple(dict.fromkeys(self.frozen + tuple(parts)))
+        self.shift_bn = tuple(shift_bn)
 
     def parts(self) -> Dict[str, nn.Module]:
         """Checkpoint name (``state_dict_<name>``) -> module for every part that exists."""
@@ -56,18 +74,23 @@ class LTNet(nn.Module):
 
     def train(self, mode: bool = True) -> "LTNet":
         super().train(mode)
-        if self.frozen_backbone:
-            self.model.eval()
+        if mode:
+            own = self.parts()
+            for name in self.frozen:
+                if name not in self.shift_bn:
+                    own[name].eval()
         return self
+
+    def _run(self, name: str, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if name in self.frozen:
+            with torch.no_grad():
+                return module(x)
+        return module(x)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone (and block) output: the classifier's input."""
-        if self.frozen_backbone:
-            with torch.no_grad():
-                feat = self.model(x)
-        else:
-            feat = self.model(x)
-        return self.block(feat) if self.block is not None else feat
+        feat = self._run("model", self.model, x)
+        return feat if self.block is None else self._run("block", self.block, feat)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         """Logits (scaled by ``lws`` when there is one); with ``return_features`` also the

@@ -75,8 +75,10 @@ def test_alpha_null_is_accepted_without_mixup(tmp_path):
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "config", "*", "*.yaml"))))
 def test_every_shipped_config_loads(path):
-    cfg = load_config(path)
+    stage = 2 if path.endswith(("_stage2_mislas.yaml", "_stage2_crt.yaml")) else 1
+    cfg = load_config(path, stage=stage)
     assert cfg.name == os.path.splitext(os.path.basename(path))[0]
+    assert (cfg.mode == "stage2") == (stage == 2)
 
 
 def test_published_readme_configs_exist_with_the_recipe():

@@ -13,6 +13,7 @@ from datasets.common import EpochSampler
 from tests.conftest import (
     DIGITS_ARB,
     HANG_TIMEOUT,
+    ROOT,
     finish,
     only_run_dir,
     read_metrics,
@@ -75,6 +76,33 @@ def test_a_launcher_with_one_process_forms_a_group_of_one(tmp_path, capsys):
     assert "distributed: rank 0 of 1, backend gloo, device cpu" in out
     ckpt = load_checkpoint(os.path.join(only_run_dir(str(tmp_path)), "ckps", "current.pth.tar"))
     assert ckpt["world_size"] == 1 and len(ckpt["rng"]) == 1
+
+
+def test_stage2_under_torchrun(tmp_path, capsys):
+    """train_stage2.py with 2 processes from a stage-1 checkpoint: rank-aware class-aware
+    sampling, DDP over classifier + LWS; the logged evaluation equals eval.py's."""
+    s1 = tmp_path / "s1"
+    assert train_stage1.main(["--cfg", DIGITS_ARB, "output_dir", str(s1), "num_epochs", "1",
+                              "print_freq", "5"]) == 0
+    ckpt = os.path.join(only_run_dir(str(s1)), "ckps", "current.pth.tar")
+    s2 = tmp_path / "s2"
+    cfg = os.path.join(ROOT, "config", "digits", "digits_imb005_stage2_mislas.yaml")
+    code, out = launch(["torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                        str(free_port()), "train_stage2.py", "--cfg", cfg, "resume", ckpt,
+                        "output_dir", str(s2), *RUN])
+    assert code == 0, out
+    run = only_run_dir(str(s2))
+    path = os.path.join(run, "ckps", "current.pth.tar")
+    saved = load_checkpoint(path)
+    assert saved["world_size"] == 2 and saved["stage"] == 2
+    capsys.readouterr()
+    assert eval_script.main(["--cfg", cfg, "--json", "--no-report", "--no-nc", "resume",
+                             path]) == 0
+    import json
+    single = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    logged = read_metrics(run)[-1]
+    for k in ("acc1", "many", "medium", "few", "ece"):
+        assert single[k] == pytest.approx(logged[k], abs=1e-9), k
 
 
 def test_legacy_launcher_with_the_seed_argument_shape(tmp_path, capsys):

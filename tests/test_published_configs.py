@@ -11,6 +11,7 @@ from yacs.config import CfgNode
 
 import datasets.cifar
 import train_stage1
+import train_stage2
 from config import get_cfg_defaults, load_config
 from datasets.imagelist import LIST_SPECS
 from engine.schedule import lr_at_epoch
@@ -150,6 +151,24 @@ def test_stage1_files_dry_run_on_data(rel, full_class_data, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("rel", STAGE2)
+def test_stage2_files_dry_run_on_data(rel, full_class_data, tmp_path, capsys):
+    """MiSLAS's stage-2 files, unchanged, with train_stage2.py: a dry run reads no checkpoint
+    (their resume is a placeholder) and, for Places-LT, fetches no ImageNet weights."""
+    r = raw(rel)
+    out = tmp_path / "out"
+    assert train_stage2.main(["--cfg", os.path.join(PUB, rel), "--dry-run", "data_path",
+                              full_class_data[r["dataset"]], "download", "False",
+                              "output_dir", str(out)]) == 0
+    text = capsys.readouterr().out
+    frozen = "model, block" if r["dataset"] == "places" else "model"
+    moving = ("block" if r["dataset"] == "places" else "model") if r["shift_bn"] else "none"
+    assert f"stage 2: mislas; frozen: {frozen}; BatchNorm statistics moving: {moving}" in text
+    assert f"stage-1 checkpoint (resume): {r['resume']} (not found)" in text
+    assert f"backbone: {r['backbone']}, " in text
+    assert not out.exists()
+
+
 def recipe(rel: str) -> str:
     """The training loss and whether mixup is on."""
     return expected_loss(raw(rel)).split(" (alpha")[0]
@@ -255,6 +274,7 @@ def test_readme_stage1_mixup_configs_are_the_published_arbloss_mixup(ds, r):
 
 
 SHIPPED = sorted(glob.glob(os.path.join(ROOT, "config", "*", "*.yaml")))
+SHIPPED_STAGE1 = [p for p in SHIPPED if load_config(p, stage=None).mode != "stage2"]
 
 
 @pytest.mark.parametrize("path", SHIPPED)
@@ -280,7 +300,7 @@ def arbloss_step_lr(base: float, epoch: int) -> float:
     return base * (0.01 if e > 240 else 0.1 if e > 160 else 1.0)
 
 
-@pytest.mark.parametrize("path", [p for p in SHIPPED if not load_config(p).cos])
+@pytest.mark.parametrize("path", [p for p in SHIPPED_STAGE1 if not load_config(p).cos])
 def test_step_schedules_are_the_arbloss_code_s(path):
     cfg = load_config(path)
     got = [lr_at_epoch(cfg, e) for e in range(cfg.num_epochs)]

@@ -1,0 +1,276 @@
+"""Stage 2 (train_stage2.py, engine/stage2.py): MiSLAS's recipe and the decoupled baselines."""
+import glob
+import json
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import eval as eval_script
+import train_stage1
+import train_stage2
+from config import load_config
+from engine.evaluation import PostHoc, TauNormalised
+from engine.stage2 import Stage2Trainer
+from engine.state import StopFlag
+from methods import LabelAwareSmoothing, las_epsilons
+from models.heads import LearnableWeightScaling
+from tests.conftest import DIGITS_CE, ROOT, only_run_dir, read_metrics
+from utils.checkpoint import load_checkpoint
+from utils.comm import DistInfo
+
+S2_MISLAS = os.path.join(ROOT, "config", "digits", "digits_imb005_stage2_mislas.yaml")
+S2_CRT = os.path.join(ROOT, "config", "digits", "digits_imb005_stage2_crt.yaml")
+FAST = ["num_epochs", "2", "print_freq", "3"]
+CPU = DistInfo(False, 0, 1, 0, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory):
+    """A 2-epoch cross-entropy digits run: its checkpoint is the stage-2 start."""
+    out = tmp_path_factory.mktemp("stage1")
+    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(out), *FAST]) == 0
+    return os.path.join(only_run_dir(str(out)), "ckps", "current.pth.tar")
+
+
+def strip(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def weights(path):
+    ckpt = load_checkpoint(path)
+    return {part: ckpt[f"state_dict_{part}"] for part in ("model", "classifier", "lws_model")
+            if f"state_dict_{part}" in ckpt}
+
+
+def run_stage2(cfg, out, stage1, *opts):
+    assert train_stage2.main(["--cfg", cfg, "output_dir", str(out), "resume", stage1, *FAST,
+                              *opts]) == 0
+    return only_run_dir(str(out))
+
+
+@pytest.mark.parametrize("shift_bn", [True, False])
+def test_frozen_backbone_is_bit_identical_and_bn_moves_only_with_shift_bn(stage1, tmp_path,
+                                                                           shift_bn):
+    run = run_stage2(S2_MISLAS, tmp_path, stage1, "shift_bn", str(shift_bn))
+    before, after = weights(stage1), weights(os.path.join(run, "ckps", "current.pth.tar"))
+    for k, v in before["model"].items():
+        if "running_" in k or "num_batches_tracked" in k:
+            moved = not torch.equal(v, after["model"][k])
+            assert moved == shift_bn, k
+        else:  # conv and BatchNorm weights: frozen
+            assert torch.equal(v, after["model"][k]), k
+    assert not torch.equal(before["classifier"]["fc.weight"], after["classifier"]["fc.weight"])
+    assert not torch.equal(after["lws_model"]["learned_norm"], torch.ones(1, 10))
+
+
+def test_lws_method_trains_only_the_weight_scaling(stage1, tmp_path):
+    run = run_stage2(S2_MISLAS, tmp_path, stage1, "stage2_method", "lws", "shift_bn", "False")
+    before, after = weights(stage1), weights(os.path.join(run, "ckps", "current.pth.tar"))
+    for part in ("model", "classifier"):
+        for k, v in before[part].items():
+            assert torch.equal(v, after[part][k]), (part, k)
+    assert not torch.equal(after["lws_model"]["learned_norm"], torch.ones(1, 10))
+
+
+def test_crt_starts_from_a_reinitialised_classifier(stage1):
+    cfg = load_config(S2_CRT, ["resume", stage1], stage=2)
+    trainer = Stage2Trainer(cfg, CPU)
+    assert trainer.resolve_resume() == ""  # a stage-1 checkpoint: start, not resume
+    trainer.prepare()
+    net = trainer.net
+    before = weights(stage1)
+    assert torch.equal(net.model.conv1.weight, before["model"]["conv1.weight"])
+    assert not torch.equal(net.classifier.fc.weight, before["classifier"]["fc.weight"])
+    assert net.lws is None and net.frozen == ("model",) and net.shift_bn == ()
+    groups = trainer.optimizer.param_groups
+    assert [g["name"] for g in groups] == ["classifier"]
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in net.classifier.parameters()}
+
+
+def test_optimizer_groups_and_schedule_are_mislas(stage1):
+    cfg = load_config(S2_MISLAS, ["resume", stage1], stage=2)
+    trainer = Stage2Trainer(cfg, CPU)
+    trainer.resolve_resume()
+    trainer.prepare()
+    groups = trainer.optimizer.param_groups
+    assert [g["name"] for g in groups] == ["classifier", "lws"]
+    for epoch in range(cfg.num_epochs):
+        lr = trainer.set_lr(epoch)
+        # MiSLAS train_stage2.py adjust_learning_rate: cosine, classifier x lr_factor
+        want = 0.5 * cfg.lr * (1 + math.cos(epoch / cfg.num_epochs * math.pi))
+        assert lr == pytest.approx(want, rel=1e-12)
+        assert groups[0]["lr"] == pytest.approx(cfg.lr_factor * want, rel=1e-12)
+        assert groups[1]["lr"] == pytest.approx(want, rel=1e-12)
+        assert all(g["weight_decay"] == cfg.weight_decay for g in groups)
+
+
+def test_class_aware_epoch_is_mislas_length_balanced_and_disjoint_across_ranks(stage1):
+    cfg = load_config(S2_MISLAS, ["resume", stage1, "batch_size", "32"], stage=2)
+    shares = []
+    for rank in range(2):
+        trainer = Stage2Trainer(cfg, DistInfo(False, rank, 2, 0, torch.device("cpu")))
+        loader = trainer.build_train_loader()
+        n = len(trainer.data.train)
+        # MiSLAS: ceil(N / batch) + 1 steps (the loop breaks once i > ceil(N / batch))
+        assert len(loader) == math.ceil(n / 32) + 1
+        loader.sampler.set_epoch(3)
+        shares.append(list(loader.sampler.positions()))
+        targets = trainer.data.train.targets
+    assert set(shares[0]).isdisjoint(shares[1]) and len(shares[0]) == len(shares[1])
+    # class frequencies over many epochs: balanced although the data are long-tailed
+    trainer = Stage2Trainer(cfg, CPU)
+    loader = trainer.build_train_loader()
+    seen = []
+    for epoch in range(30):
+        loader.sampler.set_epoch(epoch)
+        seen += [int(targets[i]) for i in loader.sampler.indices()]
+    freq = np.bincount(seen, minlength=10) / len(seen)
+    assert np.abs(freq - 0.1).max() < 0.02, freq
+    assert np.bincount(targets, minlength=10).max() / len(targets) > 0.25  # the data are not
+
+
+def test_lws_and_las_against_their_formulas():
+    torch.manual_seed(0)
+    lws = LearnableWeightScaling(5)
+    with torch.no_grad():
+        lws.learned_norm.copy_(torch.tensor([[0.5, 1.0, 2.0, 1.5, 0.1]]))
+    z = torch.randn(7, 5)
+    torch.testing.assert_close(lws(z), z * torch.tensor([0.5, 1.0, 2.0, 1.5, 0.1]))
+    counts = [50, 20, 10, 4, 2]
+    las = LabelAwareSmoothing(counts, 0.4, 0.1)
+    y = torch.tensor([0, 1, 2, 3, 4, 0, 3])
+    # MiSLAS methods.py: eps_c = tail + (head - tail) sin((n_c - n_K) pi / (2 (n_1 - n_K)))
+    eps = torch.tensor([0.1 + 0.3 * math.sin((n - 2) * math.pi / (2 * 48)) for n in counts])
+    torch.testing.assert_close(las_epsilons(counts, 0.4, 0.1), eps.float())
+    logp = F.log_softmax(z.double(), dim=1)
+    want = ((1 - eps.double()[y]) * -logp[torch.arange(7), y]
+            + eps.double()[y] * -logp.mean(dim=1)).mean()
+    torch.testing.assert_close(las(z.double(), y).double(), want, rtol=1e-6, atol=1e-7)
+
+
+def test_stage2_run_logs_and_eval_reproduces_them(stage1, tmp_path, capsys):
+    run = run_stage2(S2_MISLAS, tmp_path, stage1)
+    rows = read_metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    ckpt = load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))
+    assert ckpt["stage"] == 2 and "state_dict_lws_model" in ckpt
+    capsys.readouterr()
+    assert eval_script.main(["--json", "--no-report", "--no-nc", "--cfg", S2_MISLAS, "resume",
+                             os.path.join(run, "ckps", "current.pth.tar")]) == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for k in ("acc1", "acc5", "many", "medium", "few", "ece"):
+        assert m[k] == pytest.approx(rows[-1][k], abs=1e-9), k
+
+
+def test_resume_inside_stage2_is_exact(stage1, tmp_path, monkeypatch):
+    base = tmp_path / "base"
+    opts = ["num_epochs", "3"]
+    run_stage2(S2_MISLAS, base, stage1, *opts)
+    calls = {"n": 0}
+    real = StopFlag.any_rank
+
+    def fake(self):  # SIGTERM during step 3 of epoch 2
+        calls["n"] += 1
+        if calls["n"] == 12:
+            self.signum = signal.SIGTERM
+        return real(self)
+
+    monkeypatch.setattr(StopFlag, "any_rank", fake)
+    cut = tmp_path / "cut"
+    args = ["--cfg", S2_MISLAS, "output_dir", str(cut), "resume", stage1, *FAST, *opts]
+    assert train_stage2.main(args) == 128 + signal.SIGTERM
+    monkeypatch.setattr(StopFlag, "any_rank", real)
+    run = only_run_dir(str(cut))
+    ckpt = load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))
+    assert (ckpt["stage"], ckpt["epoch"]) == (2, 1) and ckpt["iteration"] > 0
+    assert train_stage2.main(args[:-len(opts) - len(FAST) - 2] + ["resume", "auto", *FAST,
+                                                                     *opts]) == 0
+    assert only_run_dir(str(cut)) == run  # continued in its own folder
+    assert strip(read_metrics(run)) == strip(read_metrics(only_run_dir(str(base))))
+    a = weights(os.path.join(run, "ckps", "current.pth.tar"))
+    b = weights(os.path.join(only_run_dir(str(base)), "ckps", "current.pth.tar"))
+    for part in a:
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+
+
+def test_mislas_format_stage1_checkpoint_starts_stage2(stage1, tmp_path):
+    """A checkpoint as MiSLAS / the ARB-Loss code saves it: DataParallel 'module.' prefixes,
+    only the reference keys (no config, no stage)."""
+    ck = load_checkpoint(stage1)
+    mislas = {"epoch": ck["epoch"], "best_acc1": torch.tensor(ck["best_acc1"]),
+              "its_ece": ck["its_ece"],
+              **{f"state_dict_{p}": {f"module.{k}": v for k, v in ck[f"state_dict_{p}"].items()}
+                 for p in ("model", "classifier")}}
+    path = str(tmp_path / "mislas_stage1.pth.tar")
+    torch.save(mislas, path)
+    run = run_stage2(S2_MISLAS, tmp_path / "out", path, "num_epochs", "1")
+    assert len(read_metrics(run)) == 1
+
+
+def test_missing_stage1_checkpoint_and_stage_mismatch_are_one_line(tmp_path, capsys):
+    cases = [([S2_MISLAS], "key 'resume' is empty: train_stage2.py starts from a stage-1 "
+              "checkpoint"),
+             ([S2_MISLAS, "resume", str(tmp_path / "no.pth.tar")], "checkpoint not found"),
+             ([S2_MISLAS, "resume", "auto"], "resume auto: no earlier stage-2 run"),
+             ([DIGITS_CE], "train_stage2.py needs a stage-2 config")]
+    for args, match in cases:
+        with pytest.raises(SystemExit) as e:
+            train_stage2.main(["--cfg", *args, "output_dir", str(tmp_path / "out")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and match in err[0], err
+    with pytest.raises(SystemExit) as e:
+        train_stage1.main(["--cfg", S2_MISLAS, "--dry-run"])
+    assert e.value.code == 2 and "run it with train_stage2.py" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_posthoc_tau_norm_and_logit_adjustment_against_their_formulas(stage1):
+    from datasets import build_data
+    from models import build_network
+    from utils.checkpoint import load_network_state
+    cfg = load_config(DIGITS_CE)
+    data = build_data(cfg)
+    net = build_network(cfg, 10, 1)
+    load_network_state(net, load_checkpoint(stage1), stage1)
+    net.eval()
+    x = torch.stack([data.test[i][0] for i in range(20)])
+    w = net.classifier.fc.weight.detach()
+    with torch.no_grad():
+        h = net.classifier.embed(net.features(x))
+        for tau in (0.5, 1.0):
+            # Kang et al. 2020: rows w_j / ||w_j||^tau, no bias
+            want = h @ (w / w.norm(dim=1, keepdim=True) ** tau).t()
+            torch.testing.assert_close(TauNormalised(net, tau)(x), want)
+    counts = data.cls_num_list
+    z = torch.randn(6, 10)
+    prior = torch.tensor(counts, dtype=torch.float64) / sum(counts)
+    got = PostHoc(0.0, 0.7, counts).logits(z)
+    torch.testing.assert_close(got, (z.double() - 0.7 * prior.log()).float())
+
+
+def test_our_stage2_configs_carry_mislas_recipes():
+    """Each stage-2 config of ours uses MiSLAS's recipe of the same data set / ratio."""
+    pub = os.path.join(ROOT, "tests", "data", "published_configs", "mislas")
+    recipe = ("smooth_head", "smooth_tail", "shift_bn", "lr_factor", "lr", "batch_size",
+              "weight_decay", "num_epochs", "momentum", "mixup", "alpha")
+    ours = sorted(glob.glob(os.path.join(ROOT, "config", "*", "*_stage2_mislas.yaml")))
+    assert len(ours) == 10
+    for path in ours:
+        cfg = load_config(path, stage=2)
+        assert cfg.mode == "stage2" and cfg.stage2_method == "mislas"
+        stem = os.path.basename(path)
+        if stem.startswith("digits"):
+            continue
+        ds = cfg.dataset
+        name = (stem if ds.startswith("cifar") else
+                {"imagenet": "imagenet_resnet50", "ina2018": "ina2018_resnet50",
+                 "places": "places_resnet152"}[ds] + "_stage2_mislas.yaml")
+        published = load_config(os.path.join(pub, ds, name), stage=2)
+        assert {k: cfg[k] for k in recipe} == {k: published[k] for k in recipe}, stem
+
