@@ -94,7 +94,6 @@ class Checkpointer:
                 raise CheckpointError(f"{path}: {name} state does not fit this model "
                                       f"({e})") from None
 
-
     def restore_weights(self, ckpt: Dict[str, Any], path: str) -> List[str]:
         """Start from another run's checkpoint: the network, and each shared checkpointable
         (optimiser, loss scaler) whose state fits; returns the names loaded. An optimiser

@@ -205,17 +205,27 @@ class Trainer:
 
     def resume_from(self, ckpt: dict, path: str) -> Tuple[Optional[str], str]:
         """Restore the checkpoint ``ckpt`` (read from ``path``); returns the run folder to
-        continue in (None: a new folder) and a note to log ('' for an exact resume).
+        continue in (None: a new folder) and a note to log ('' for an exact resume in the
+        checkpoint's own folder).
 
-        * A checkpoint of this config (the same up to :data:`utils.rundir.RESUME_SAFE_KEYS`):
-          exact resume of everything, in its run folder (a new folder if it is not in one).
+        * The ``current.pth.tar`` of a run of this config (the same up to
+          :data:`utils.rundir.RESUME_SAFE_KEYS`): exact resume of everything, in its run
+          folder. Another checkpoint of this config (``model_best``, a copy elsewhere): exact
+          resume in a new folder (continuing in the run's folder would rewind its history).
         * A checkpoint of ours with another config: :meth:`start_from_checkpoint` in a new
-          folder; the checkpoint's folder is left untouched.
-        * A checkpoint without a config (MiSLAS / ARB-Loss): its weights, epoch and best
-          Acc@1, as the published code resumes, in a new folder.
+          folder.
+        * A checkpoint without a config (MiSLAS / ARB-Loss): weights, epoch and best Acc@1
+          (:meth:`engine.checkpointer.Checkpointer.restore`), in a new folder.
 
-        A network that does not fit raises :class:`CheckpointError` (nothing is created).
+        The checkpoint's folder is written only in the first case. A network that does not
+        fit, or a checkpoint of a later stage, raises :class:`CheckpointError` (nothing is
+        created).
         """
+        stage = int(ckpt.get("stage", 1))
+        if stage > self.STAGE:
+            raise CheckpointError(f"{path} is a stage-{stage} checkpoint; continue it with "
+                                  f"train_stage{stage}.py (train_stage{self.STAGE}.py resumes "
+                                  f"stage-{self.STAGE} checkpoints)")
         saved = ckpt.get("config")
         if not isinstance(saved, str):
             self.checkpointer.restore(ckpt, path)
@@ -225,18 +235,22 @@ class Trainer:
         try:
             differs = config_differences(cfg_from_yaml_string(saved), self.cfg)
         except ConfigError as e:
-            differs = [f"(its stored config is not readable: {e})"]
+            differs = [f"(its stored config is not readable: {one_line(str(e))})"]
+        origin = run_folder_of_checkpoint(path, self.cfg)
+        where = origin or os.path.dirname(os.path.abspath(path))
         if not differs:
             self.checkpointer.restore(ckpt, path)
-            return run_folder_of_checkpoint(path, self.cfg), ""
+            if origin is None or os.path.basename(path) == "current.pth.tar":
+                return origin, ""
+            return None, (f"resumed from {path} at epoch {self.state.epoch}: not the newest "
+                          f"checkpoint of its run (current.pth.tar), so the run continues in "
+                          f"a new run folder; its folder {where} is left untouched")
         self.start_from_checkpoint(ckpt, path)
-        origin = run_folder_of_checkpoint(path, self.cfg) or os.path.dirname(
-            os.path.abspath(path))
         shown = ", ".join(differs[:6]) + (f" (+{len(differs) - 6} more)"
                                           if len(differs) > 6 else "")
         return None, (f"{path} is a checkpoint of another config (differs in: {shown}): "
                       f"starting a new run from its weights at epoch {self.state.epoch}; "
-                      f"its folder {origin} is left untouched")
+                      f"its folder {where} is left untouched")
 
     def start_from_checkpoint(self, ckpt: dict, path: str) -> None:
         """Start a new run (in a new folder) from a checkpoint of another config: its network

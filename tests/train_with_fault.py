@@ -6,15 +6,17 @@ real (launched) process.
     ARB_TEST_FAULT=slow          every training step takes 0.2 s longer (results unchanged), so
                                  a test can signal a digits run surely before it ends
     ARB_TEST_FAULT=pause         at the end of the first epoch trained (checkpoint saved, loader
-                                 workers running) write ``$ARB_TEST_SYNC/paused`` (the pid) and
-                                 wait until ``$ARB_TEST_SYNC/go`` exists: a test collects the
-                                 process tree, sends a signal or changes files meanwhile
+                                 workers running) write ``$ARB_TEST_SYNC/paused.<rank>`` (the
+                                 pid) and wait until ``$ARB_TEST_SYNC/go`` exists: a test
+                                 collects the process tree, sends a signal or changes files
+                                 meanwhile
     ARB_TEST_FAULT=nan           from the second step of the second epoch the classifier's
                                  weights are NaN (the loss follows)
     ARB_TEST_FAULT=enospc        from the second epoch on, writing a checkpoint fails after a few
                                  bytes with OSError(ENOSPC), as on a full disk
     ARB_TEST_FAULT=block_in_build  start-up blocks while building the data: writes
-                                 ``$ARB_TEST_SYNC/paused`` and waits for ``go`` (for SIGINT)
+                                 ``$ARB_TEST_SYNC/paused.<rank>`` and waits for ``go`` (for
+                                 SIGINT)
     ARB_TEST_FAULT unset         no fault
 
 Several faults combine with '+' (``pause+nan``). Arguments as for ``train_stage1.py``.
@@ -47,12 +49,13 @@ class Slow(HookBase):
 
 
 def wait_for_go() -> None:
-    """Tell the test we are paused (``paused`` holds the pid), then wait for ``go``. The
-    wait is bounded only as a guard against a test that died."""
+    """Tell the test we are paused (``paused.<rank>`` holds the pid), then wait for ``go``.
+    The wait is bounded only as a guard against a test that died."""
     sync = os.environ["ARB_TEST_SYNC"]
-    with open(os.path.join(sync, "paused.tmp"), "w") as f:
+    paused = os.path.join(sync, f"paused.{os.environ.get('RANK', '0')}")
+    with open(paused + ".tmp", "w") as f:
         f.write(str(os.getpid()))
-    os.replace(os.path.join(sync, "paused.tmp"), os.path.join(sync, "paused"))
+    os.replace(paused + ".tmp", paused)
     t0 = time.time()
     while not os.path.exists(os.path.join(sync, "go")) and time.time() - t0 < 600:
         time.sleep(0.02)

@@ -35,21 +35,31 @@ log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
 
-# Config keys that may differ between a run and its continuation without making it another
-# run: which checkpoint and how to read it; where new run folders go and how often progress
-# is printed; where the data lives and what loads it; which device; how often the run
-# evaluates and analyses (extra rows / figures, the training itself is unchanged); how the
-# processes are launched. ``num_epochs`` may also grow (a run extended). Every other key
-# (a hyper-parameter, the data set, the seed, the speed settings that change the numerics,
-# the run's name and its folder layout ``log_dir`` / ``model_dir``) is part of the run: a
-# checkpoint resumed with another value starts a new run folder.
+# The resume-safe keys: a run resumed with other values of these is still the same run and
+# continues in its folder. Each only says where files are, how the work is spread over
+# processes, devices and kernels, or how often progress is printed, evaluated and analysed;
+# none changes the data a step sees, the network, the loss, the optimiser, the schedule or the
+# seed:
+#   which checkpoint and how to read it: resume, legacy_checkpoint
+#   where things are: output_dir, data_path, download, pretrained_path (read only when a
+#     network is built fresh; a resumed run takes every weight from the checkpoint)
+#   processes and hardware: workers (every sample's augmentation is seeded by its index and
+#     epoch, not by the worker), device, gpu, world_size, rank, dist_url, dist_backend,
+#     distributed, multiprocessing_distributed; kernels: deterministic, channels_last,
+#     compile, imagelist_decode (the same JPEG decoded on the CPU or the GPU)
+#   reporting: print_freq, eval_freq, test_batch_size, nc_freq, plot_freq, grad_stats_freq
+# ``num_epochs`` may also grow (a run extended). Every other key is part of the run (a
+# hyper-parameter, the data set or its lists, the sampler, the seed, mixed precision and the
+# data pipelines, which change the numbers, the post-hoc evaluation keys, which change the
+# metrics that pick model_best, and the run's name and folder layout): a checkpoint resumed
+# with another value starts a new run folder.
 RESUME_SAFE_KEYS = frozenset([
     "resume", "legacy_checkpoint",
-    "output_dir", "print_freq",
-    "data_path", "download", "workers", "device",
-    "eval_freq", "test_batch_size", "nc_freq", "plot_freq", "grad_stats_freq",
-    "dist_url", "dist_backend", "world_size", "rank", "gpu", "distributed",
-    "multiprocessing_distributed",
+    "output_dir", "data_path", "download", "pretrained_path",
+    "workers", "device", "gpu", "world_size", "rank", "dist_url", "dist_backend",
+    "distributed", "multiprocessing_distributed",
+    "deterministic", "channels_last", "compile", "imagelist_decode",
+    "print_freq", "eval_freq", "test_batch_size", "nc_freq", "plot_freq", "grad_stats_freq",
 ])
 
 
@@ -170,12 +180,18 @@ class RunLock:
             self._fd = None
 
 
+def _read_only(folder: str) -> bool:
+    """A folder this process cannot write (permissions, a read-only file system or mount), or
+    one marked read-only (no write bit for anyone: ``chmod a-w``), which is respected even
+    by root (in a container, runs often are root)."""
+    return not os.access(folder, os.W_OK) or not os.stat(folder).st_mode & 0o222
+
+
 def check_writable(run: str, folders: List[str]) -> None:
-    """Refuse, before any training, to continue a run whose folders cannot be written (a
-    read-only folder, file system or mount): :class:`RunError` naming the folder.
-    ``os.access`` also sees read-only file systems for root, which permissions do not stop."""
+    """Refuse, before any training, to continue a run whose folders cannot be written:
+    :class:`RunError` naming the folder."""
     for folder in folders:
-        if os.path.isdir(folder) and not os.access(folder, os.W_OK):
+        if os.path.isdir(folder) and _read_only(folder):
             raise RunError(f"cannot continue the run in {run}: folder {folder} is read-only "
                            "(its checkpoints and logs are written there); make it writable, "
                            "or resume a copy of the checkpoint to continue in a new run "
