@@ -49,8 +49,11 @@ class Checkpointer:
 
     def save(self, paths: Iterable[str], meta: Dict[str, Any]) -> None:
         """Write the checkpoint to every path in ``paths`` (rank 0, atomically); ``meta``
-        adds top-level entries (config, metrics...). Every rank must call it."""
+        adds top-level entries (config, metrics...). Every rank must call it; a failed write
+        (disk full) raises the same :class:`CheckpointError` on every rank, so no rank is
+        left waiting for rank 0 in a later collective."""
         gathered = comm.all_gather_object({k: v.state_dict() for k, v in self.per_rank.items()})
+        error = None
         if comm.is_main_process():
             ckpt = network_state(self.net)
             ckpt.update(self.state.state_dict())
@@ -59,9 +62,14 @@ class Checkpointer:
             ckpt.update(meta)
             ckpt["version"] = CHECKPOINT_VERSION
             ckpt["world_size"] = comm.get_world_size()
-            for path in paths:
-                save_checkpoint(ckpt, path)
-        comm.synchronize()
+            try:
+                for path in paths:
+                    save_checkpoint(ckpt, path)
+            except CheckpointError as e:
+                error = e
+        error = comm.broadcast_object(error)  # also the barrier: rank 0 has written
+        if error is not None:
+            raise error
 
     def restore(self, ckpt: Dict[str, Any], path: str) -> None:
         """Load network, state and checkpointables from ``ckpt`` (read from ``path``).

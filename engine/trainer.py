@@ -257,8 +257,9 @@ class Trainer:
         weights, the optimiser / loss-scaler state where it fits (momentum buffers; the
         hyper-parameters stay this config's), and its epoch counter (training goes on from
         the epoch after its last complete one). The random streams start from this config's
-        seed and the best Acc@1 from 0 (the new folder's model_best is one of its own).
-        Another stage overrides this (e.g. weights only, epoch 0)."""
+        seed and the best Acc@1 from 0 (the new folder's model_best is one of its own). (Stage
+        2 starts from a stage-1 checkpoint without this: see
+        :meth:`engine.stage2.Stage2Trainer.resolve_resume`.)"""
         self.checkpointer.restore_weights(ckpt, path)
         self.state.epoch = int(ckpt.get("epoch", 0))
 

@@ -378,3 +378,27 @@ def test_corrupt_image_under_torchrun_ends_every_rank_and_worker(images, tmp_pat
     assert f"train_with_fault.py: error: cannot read image {bad} (listed in " in err, (
         out[-3000:] + err[-3000:])
     run.assert_all_gone()
+
+
+@pytest.mark.distributed
+def test_disk_full_under_torchrun_stops_every_rank_with_the_same_line(tmp_path):
+    """Only rank 0 writes; the failed save is shared, so rank 1 is not left waiting in the
+    next collective: both exit 2 with the same line."""
+    from tests.test_distributed import free_port
+    out = tmp_path / "out"
+    run = Run(tmp_path, [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
+                         "2", "--master_port", str(free_port()), FAULTY, "--cfg", DIGITS_CE,
+                         *DIGITS, "workers", "4", "output_dir", str(out)],
+              fault="pause+enospc")
+    run.wait_paused(ranks=(0, 1))
+    assert len(workers_of(run.collect())) >= 4
+    run.go()
+    code, stdout, err = run.finish()
+    assert code != 0
+    folder = os.path.join(only_run_dir(str(out)), "ckps")
+    line = (f"train_with_fault.py: error: cannot save checkpoint {folder}/current.pth.tar: no "
+            f"space left on device in {folder}; the previous checkpoint there is unchanged")
+    assert err.count(line) == 2, stdout[-3000:] + err[-3000:]
+    assert not re.search(r"\[rank\d\]: Traceback", err), err[-3000:]  # no rank's traceback
+    run.assert_all_gone()
+    assert load_checkpoint(os.path.join(folder, "current.pth.tar"))["epoch"] == 1

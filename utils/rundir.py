@@ -281,19 +281,24 @@ class RunDir:
         return SummaryWriter(log_dir=self.log_dir)
 
     def record(self, row: Dict[str, Any], writer=None) -> None:
-        """Append one epoch's metrics to metrics.jsonl and TensorBoard (rank 0 only)."""
+        """Append one epoch's metrics to metrics.jsonl and TensorBoard (rank 0 writes; every
+        rank calls it and gets the same :class:`RunError` when the write fails)."""
+        error = None
+        if comm.is_main_process():
+            clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                     for k, v in row.items()}
+            try:
+                with open(self.metrics_file, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(clean) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                error = RunError(write_error(f"cannot write {self.metrics_file}", self.path, e))
+        error = comm.broadcast_object(error)
+        if error is not None:
+            raise error
         if not comm.is_main_process():
             return
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                 for k, v in row.items()}
-        try:
-            with open(self.metrics_file, "a", encoding="utf-8") as f:
-                f.write(json.dumps(clean) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as e:
-            raise RunError(write_error(f"cannot write {self.metrics_file}", self.path,
-                                       e)) from None
         if writer is not None:
             step = int(row["epoch"])
             for k, v in row.items():
