@@ -7,8 +7,7 @@
     python -m torch.distributed.launch --nproc_per_node 4 train_stage1.py --cfg ...
 
 Exit status: 0 done, 2 user error (one line on stderr), 3 non-finite loss, 128 + N stopped
-by signal N after saving a resumable checkpoint, 130 also for Ctrl-C before training started
-(nothing to save).
+by signal N after saving a resumable checkpoint.
 """
 from __future__ import annotations
 

@@ -7,10 +7,8 @@ baselines cRT / LWS (``stage2_method``); see engine/stage2.py.
     torchrun --nproc_per_node 4 train_stage2.py --cfg config/imagenet/<stage-2 yaml> resume CKPT
 
 ``resume`` names the stage-1 checkpoint (ours, or one of MiSLAS / the ARB-Loss code); a stage-2
-checkpoint of ours (or ``resume auto``) continues an interrupted stage-2 run exactly, in its
-run folder (with another stage-2 config: a new run from its weights, in a new folder). Exit
-status as train_stage1.py: 0 done, 2 user error, 3 non-finite loss, 128 + N signal N (130
-also for Ctrl-C before training started).
+checkpoint of ours (or ``resume auto``) continues an interrupted stage-2 run exactly. Exit
+status as train_stage1.py: 0 done, 2 user error, 3 non-finite loss, 128 + N signal N.
 """
 from __future__ import annotations
 
