@@ -43,8 +43,10 @@ def worker_context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    # applies to the (per-process) fork server when it first starts
-    ctx.set_forkserver_preload(["__main__", "torch", "torchvision", "datasets"])
+    # applies to the (per-process) fork server when it first starts; datasets._forkserver
+    # makes it ignore SIGTERM, as the workers do
+    ctx.set_forkserver_preload(["__main__", "torch", "torchvision", "datasets",
+                                "datasets._forkserver"])
     return ctx
 
 

@@ -278,13 +278,25 @@ def test_non_finite_loss_exits_3_and_ends_the_workers(tmp_path):
     assert load_checkpoint(ckpt)["epoch"] == 1  # the last good one
 
 
+def ignored_signals(pid):
+    """The signal numbers ``pid`` ignores (SigIgn of /proc/<pid>/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        mask = int(next(ln for ln in f if ln.startswith("SigIgn:")).split()[1], 16)
+    return {n for n in range(1, 65) if mask >> (n - 1) & 1}
+
+
 def test_sigterm_to_the_process_group_saves_and_ends_everything(tmp_path):
-    """As a scheduler does: SIGTERM to every process of the job (workers ignore it)."""
+    """As a scheduler does: SIGTERM to every process of the job. Every process but the main
+    one ignores it (a fork server killed by it would take its workers along, and the main
+    process could not finish its step and save)."""
     out = tmp_path / "out"
     run = Run(tmp_path, [sys.executable, FAULTY, "--cfg", DIGITS_CE, *DIGITS,
                          "output_dir", str(out)], fault="pause")
     run.wait_paused()
-    assert len(workers_of(run.collect())) >= 2
+    pids = run.collect()
+    assert len(workers_of(pids)) >= 2
+    for pid in pids[1:]:
+        assert {signal.SIGTERM, signal.SIGINT} <= ignored_signals(pid), cmdline(pid)
     os.killpg(run.proc.pid, signal.SIGTERM)
     run.go()
     code, stdout, _ = run.finish()
