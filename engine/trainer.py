@@ -186,6 +186,11 @@ class Trainer:
         if resume:
             ckpt = load_checkpoint(resume, legacy=self.cfg.legacy_checkpoint)
             continue_in, note = self.resume_from(ckpt, resume)
+            if continue_in is None and self.state.epoch >= self.cfg.num_epochs:
+                raise ConfigError(f"key 'num_epochs' is {self.cfg.num_epochs} but {resume} is "
+                                  f"at epoch {self.state.epoch} already: a new run from it "
+                                  "would train nothing; set num_epochs above "
+                                  f"{self.state.epoch}")
         self.run_dir = RunDir.for_training(self.cfg, continue_in, self.state.epoch)
         if comm.is_main_process():
             self.log_file = add_log_file(self.run_dir.log_file)

@@ -380,6 +380,17 @@ def test_resume_of_another_config_starts_a_new_folder_from_its_weights(one_run, 
     assert snapshot(one_run) == before
 
 
+def test_a_new_run_with_nothing_to_train_is_refused(one_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs", "1",
+                           "lr", "0.02", "resume", current(one_run)])
+    assert e.value.code == 2
+    assert one_stderr_line(capsys) == (
+        f"train_stage1.py: error: key 'num_epochs' is 1 but {current(one_run)} is at epoch 1 "
+        "already: a new run from it would train nothing; set num_epochs above 1")
+    assert os.listdir(tmp_path) == []
+
+
 def test_resume_of_this_config_continues_in_its_folder(one_run, tmp_path):
     """Resume-safe keys may differ and num_epochs may grow; the folder is the run's."""
     run = copy_run(one_run, tmp_path / "saved")
