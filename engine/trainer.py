@@ -330,9 +330,9 @@ class Trainer:
             self._log_to_file(f"stopped {where}: {one_line(str(e))}")
             raise
         finally:
+            self.close()  # first: a SIGTERM meanwhile only sets the stop flag
             if getattr(self, "stop", None) is not None:
                 self.stop.restore()
-            self.close()
 
     def _log_to_file(self, message: str) -> None:
         """An ERROR record in the run's text log only (the script prints the error itself
