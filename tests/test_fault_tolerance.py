@@ -460,6 +460,7 @@ def test_checkpoint_of_a_later_stage_is_refused_by_stage1(one_run, tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_stage2_from_stage1_then_its_own_resumes(one_run, tmp_path):
     """Stage 2 starts from a stage-1 checkpoint in a new folder at epoch 0 (the stage-1 folder
     untouched); a stage-2 checkpoint continues in its folder with the same stage-2 config, and
