@@ -12,6 +12,9 @@ chooses it, ``--no-report`` skips it. The folder holds ``report.json`` (overall 
 per-class metrics, calibration table, neural-collapse metrics), ``per_class.csv`` and the
 figures ``reliability.png``, ``per_class_accuracy.png`` and ``weight_norm.png``.
 Neural-collapse metrics need one pass over the training set; ``--no-nc`` skips it.
+
+Exit status: 0 done; 2 user error (one line on stderr, no report written: a checkpoint that
+cannot be read, does not fit or holds NaN / Inf weights, an unreadable image...); 130 Ctrl-C.
 """
 from __future__ import annotations
 

@@ -6,16 +6,20 @@ the per-sample path, the image-list fast path and evaluation alike.
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 from typing import Callable, Optional
 
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1  # prctl option, linux/prctl.h
 
 
 def per_rank_workers(workers: int, world_size: int) -> int:
@@ -24,11 +28,35 @@ def per_rank_workers(workers: int, world_size: int) -> int:
     return max(0, min(workers // max(world_size, 1), cap))
 
 
-def _worker_ignores_stop_signals(_worker_id: int) -> None:
+def die_with_parent() -> None:
+    """Have Linux SIGKILL this process when its parent ends, however the parent ends (a
+    SIGKILL, the OOM killer, a launcher's kill), so loader processes never outlive a run; a
+    no-op on other systems.
+
+    Needed because a fork server and its workers keep each other alive once the main process
+    is gone: every worker holds the fork server's "client alive" pipe open (CPython passes it to
+    each child), and a worker stops only when its parent, the fork server, has gone. (Linux
+    signals the death of the thread that started the process: loaders are iterated, and so
+    their processes started, on the main thread.)
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: nothing more can be done here
+        return
+    if os.getppid() != parent:  # the parent ended before the request took effect
+        os._exit(1)
+
+
+def _worker_init(_worker_id: int) -> None:
     """Loader workers leave SIGINT / SIGTERM to the main process, which finishes its step and
-    saves a checkpoint; workers exit when the main process stops them (or goes)."""
+    saves a checkpoint; workers exit when the main process stops them, or with their parent
+    (:func:`die_with_parent`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_parent()
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
@@ -43,8 +71,10 @@ def worker_context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    # applies to the (per-process) fork server when it first starts
-    ctx.set_forkserver_preload(["__main__", "torch", "torchvision", "datasets"])
+    # applies to the (per-process) fork server when it first starts; datasets._forkserver
+    # makes it ignore SIGTERM, as the workers do, and end with the main process
+    ctx.set_forkserver_preload(["__main__", "torch", "torchvision", "datasets",
+                                "datasets._forkserver"])
     return ctx
 
 
@@ -56,7 +86,7 @@ def data_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: in
                       collate_fn=collate_fn, pin_memory=pin_memory,
                       persistent_workers=workers > 0,
                       prefetch_factor=4 if workers > 0 else None, drop_last=False,
-                      worker_init_fn=_worker_ignores_stop_signals if workers > 0 else None,
+                      worker_init_fn=_worker_init if workers > 0 else None,
                       multiprocessing_context=worker_context() if workers > 0 else None)
 
 

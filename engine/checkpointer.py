@@ -15,8 +15,11 @@ the published ``eval.py`` can read ours and we can read theirs, and adds:
 """
 from __future__ import annotations
 
+import copy
 import logging
-from typing import Any, Dict, Iterable, Mapping
+from typing import Any, Dict, Iterable, List, Mapping
+
+import torch
 
 from utils import comm
 from utils.checkpoint import load_network_state, network_state, save_checkpoint
@@ -46,8 +49,11 @@ class Checkpointer:
 
     def save(self, paths: Iterable[str], meta: Dict[str, Any]) -> None:
         """Write the checkpoint to every path in ``paths`` (rank 0, atomically); ``meta``
-        adds top-level entries (config, metrics...). Every rank must call it."""
+        adds top-level entries (config, metrics...). Every rank must call it; a failed write
+        (disk full) raises the same :class:`CheckpointError` on every rank, so no rank is
+        left waiting for rank 0 in a later collective."""
         gathered = comm.all_gather_object({k: v.state_dict() for k, v in self.per_rank.items()})
+        error = None
         if comm.is_main_process():
             ckpt = network_state(self.net)
             ckpt.update(self.state.state_dict())
@@ -56,9 +62,14 @@ class Checkpointer:
             ckpt.update(meta)
             ckpt["version"] = CHECKPOINT_VERSION
             ckpt["world_size"] = comm.get_world_size()
-            for path in paths:
-                save_checkpoint(ckpt, path)
-        comm.synchronize()
+            try:
+                for path in paths:
+                    save_checkpoint(ckpt, path)
+            except CheckpointError as e:
+                error = e
+        error = comm.broadcast_object(error)  # also the barrier: rank 0 has written
+        if error is not None:
+            raise error
 
     def restore(self, ckpt: Dict[str, Any], path: str) -> None:
         """Load network, state and checkpointables from ``ckpt`` (read from ``path``).
@@ -90,6 +101,49 @@ class Checkpointer:
             except (ValueError, KeyError) as e:
                 raise CheckpointError(f"{path}: {name} state does not fit this model "
                                       f"({e})") from None
+
+    def restore_weights(self, ckpt: Dict[str, Any], path: str) -> List[str]:
+        """Start from another run's checkpoint: the network, and each shared checkpointable
+        (optimiser, loss scaler) whose state fits; returns the names loaded. An optimiser
+        keeps its own hyper-parameters (this config's momentum, weight decay...): only its
+        state (momentum buffers) is taken. The training state and per-rank entries are not
+        read."""
+        load_network_state(self.net, ckpt, path)
+        loaded = []
+        for name, obj in self.shared.items():
+            if name not in ckpt:
+                continue
+            if _load_fitting_state(obj, ckpt[name]):
+                loaded.append(name)
+            else:
+                log.warning("%s: its %s state does not fit this run; %s starts afresh", path,
+                            name, name)
+        return loaded
+
+
+def _load_fitting_state(obj: Any, state: Any) -> bool:
+    """Load ``state`` into ``obj`` if it fits (for an optimiser: the same parameter groups and
+    shapes; its hyper-parameters are kept); False, with ``obj`` unchanged, otherwise."""
+    if not isinstance(obj, torch.optim.Optimizer):
+        try:
+            obj.load_state_dict(state)
+            return True
+        except (ValueError, KeyError, TypeError, RuntimeError):
+            return False
+    before = copy.deepcopy(obj.state_dict())
+    hyper = [{k: v for k, v in g.items() if k != "params"} for g in obj.param_groups]
+    try:
+        obj.load_state_dict(state)
+        fits = all(v.shape == p.shape for g in obj.param_groups for p in g["params"]
+                   for v in obj.state.get(p, {}).values() if torch.is_tensor(v) and v.dim())
+    except (ValueError, KeyError, TypeError, RuntimeError):
+        fits = False
+    if not fits:
+        obj.load_state_dict(before)
+        return False
+    for g, h in zip(obj.param_groups, hyper):
+        g.update(h)
+    return True
 
 
 def own_rank_entry(entries: Any) -> Dict[str, Any]:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
 from analysis.metrics import class_ranges
-from config import cfg_to_yaml
+from config import cfg_from_yaml_string, cfg_to_yaml
 from datasets import DataBundle, build_data
 from datasets.loader import eval_loader, train_loader
 from datasets.workers import shutdown_workers
@@ -43,9 +43,22 @@ from methods.mixup import batch_mixing
 from models import LTNet, build_network, count_parameters
 from utils import comm
 from utils.checkpoint import load_checkpoint
-from utils.errors import EXIT_NONFINITE, CheckpointError, ConfigError, Interrupted, NonFiniteLoss
+from utils.errors import (
+    EXIT_NONFINITE,
+    CheckpointError,
+    ConfigError,
+    Interrupted,
+    NonFiniteLoss,
+    UserError,
+    one_line,
+)
 from utils.logger import add_log_file, format_seconds
-from utils.rundir import RunDir, find_latest_checkpoint
+from utils.rundir import (
+    RunDir,
+    config_differences,
+    find_latest_checkpoint,
+    run_folder_of_checkpoint,
+)
 
 log = logging.getLogger("train")
 
@@ -63,6 +76,11 @@ class Trainer:
     """
 
     STAGE = 1  # saved in checkpoints ('stage'), so stage 2 tells its own from stage 1's
+
+    # set by setup() for the length of train()
+    run_dir: Optional[RunDir] = None
+    log_file: Optional[logging.Handler] = None  # the run's text log (rank 0)
+    position: Optional["_Position"] = None  # where the loop is, for the log of an error
 
     def __init__(self, cfg, dist: comm.DistInfo, hooks: Sequence[HookBase] = (),
                  data: Optional[DataBundle] = None):
@@ -162,24 +180,97 @@ class Trainer:
 
     def setup(self) -> None:
         """Everything :meth:`train` needs beyond what ``__init__`` built: :meth:`prepare`,
-        then the resume, the run folder and the hooks."""
+        then the resume (:meth:`resume_from`), the run folder (locked) and the hooks.
+
+        Nothing is written before the checkpoint has been read and fits the network, and the
+        folder is free (not locked by another process) and writable."""
         resume = self.resolve_resume()
         self.prepare()
+        continue_in, note = None, ""
         if resume:
             ckpt = load_checkpoint(resume, legacy=self.cfg.legacy_checkpoint)
-            self.checkpointer.restore(ckpt, resume)
-            log.info("resumed from %s at epoch %d%s", resume, self.state.epoch,
-                     f", iteration {self.state.iteration}" if self.state.iteration else "")
-        self.run_dir = RunDir.for_training(self.cfg, resume, self.state.epoch)
+            continue_in, note = self.resume_from(ckpt, resume)
+            if continue_in is None and self.state.epoch >= self.cfg.num_epochs:
+                raise ConfigError(f"key 'num_epochs' is {self.cfg.num_epochs} but {resume} is "
+                                  f"at epoch {self.state.epoch} already: a new run from it "
+                                  "would train nothing; set num_epochs above "
+                                  f"{self.state.epoch}")
+        self.run_dir = RunDir.for_training(self.cfg, continue_in, self.state.epoch)
         if comm.is_main_process():
-            add_log_file(self.run_dir.log_file)
+            self.log_file = add_log_file(self.run_dir.log_file)
             log.info("run folder: %s", self.run_dir.path)
+            if note:
+                log.warning("%s; run folder %s", note, self.run_dir.path)
+            elif resume:
+                log.info("resumed from %s at epoch %d%s", resume, self.state.epoch,
+                         f", iteration {self.state.iteration}" if self.state.iteration else "")
             log.info("config:\n%s", cfg_to_yaml(self.cfg))
             log.info("%s", self.summary().replace("\n", "; "))
             self.writer = self.run_dir.tensorboard()
-        for h in self.default_hooks() + self.extra_hooks:
+        self.position = _Position()
+        for h in [self.position] + self.default_hooks() + self.extra_hooks:
             h.trainer = self
             self.hooks.append(h)
+
+    def resume_from(self, ckpt: dict, path: str) -> Tuple[Optional[str], str]:
+        """Restore the checkpoint ``ckpt`` (read from ``path``); returns the run folder to
+        continue in (None: a new folder) and a note to log ('' for an exact resume in the
+        checkpoint's own folder).
+
+        * The ``current.pth.tar`` of a run of this config (the same up to
+          :data:`utils.rundir.RESUME_SAFE_KEYS`): exact resume of everything, in its run
+          folder. Another checkpoint of this config (``model_best``, a copy elsewhere): exact
+          resume in a new folder (continuing in the run's folder would rewind its history).
+        * A checkpoint of ours with another config: :meth:`start_from_checkpoint` in a new
+          folder.
+        * A checkpoint without a config (MiSLAS / ARB-Loss): weights, epoch and best Acc@1
+          (:meth:`engine.checkpointer.Checkpointer.restore`), in a new folder.
+
+        The checkpoint's folder is written only in the first case. A network that does not
+        fit, or a checkpoint of a later stage, raises :class:`CheckpointError` (nothing is
+        created).
+        """
+        stage = int(ckpt.get("stage", 1))
+        if stage > self.STAGE:
+            raise CheckpointError(f"{path} is a stage-{stage} checkpoint; continue it with "
+                                  f"train_stage{stage}.py (train_stage{self.STAGE}.py resumes "
+                                  f"stage-{self.STAGE} checkpoints)")
+        saved = ckpt.get("config")
+        if not isinstance(saved, str):
+            self.checkpointer.restore(ckpt, path)
+            return None, (f"resumed from {path} at epoch {self.state.epoch}: a checkpoint "
+                          "without a config (MiSLAS / ARB-Loss), continued in a new run "
+                          "folder")
+        try:
+            differs = config_differences(cfg_from_yaml_string(saved), self.cfg)
+        except ConfigError as e:
+            differs = [f"(its stored config is not readable: {one_line(str(e))})"]
+        origin = run_folder_of_checkpoint(path, self.cfg)
+        where = origin or os.path.dirname(os.path.abspath(path))
+        if not differs:
+            self.checkpointer.restore(ckpt, path)
+            if origin is None or os.path.basename(path) == "current.pth.tar":
+                return origin, ""
+            return None, (f"resumed from {path} at epoch {self.state.epoch}: not the newest "
+                          f"checkpoint of its run (current.pth.tar), so the run continues in "
+                          f"a new run folder; its folder {where} is left untouched")
+        self.start_from_checkpoint(ckpt, path)
+        shown = ", ".join(differs[:6]) + (f" (+{len(differs) - 6} more)"
+                                          if len(differs) > 6 else "")
+        return None, (f"{path} is a checkpoint of another config (differs in: {shown}): "
+                      f"starting a new run from its weights at epoch {self.state.epoch}; "
+                      f"its folder {where} is left untouched")
+
+    def start_from_checkpoint(self, ckpt: dict, path: str) -> None:
+        """Start a new run (in a new folder) from a checkpoint of another config: its network
+        weights, the optimiser / loss-scaler state where it fits (momentum buffers; the
+        hyper-parameters stay this config's), and its epoch counter (training goes on from
+        the epoch after its last complete one). The random streams start from this config's
+        seed and the best Acc@1 from 0 (the new folder's model_best is one of its own). (Stage
+        2 starts from a stage-1 checkpoint without this: see
+        :meth:`engine.stage2.Stage2Trainer.resolve_resume`.)"""
+        self.checkpointer.restore_weights(ckpt, path)
+        self.state.epoch = int(ckpt.get("epoch", 0))
 
     def prepare(self) -> None:
         """The network on its device (wrapped for DDP / compile), loss, optimiser, scaler,
@@ -211,16 +302,23 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train(self) -> int:
         """Train from the current state to ``num_epochs``; returns the exit status (0 done,
-        128 + N stopped by signal N after saving, 3 non-finite loss)."""
-        self.setup()
-        self.stop.install()
+        128 + N stopped by signal N after saving, 3 non-finite loss). A user error (bad
+        checkpoint, unreadable image, disk full...) is raised as is, after being written to
+        the run's log with where it happened; every exit path stops the loader workers and
+        releases the run folder (:meth:`close`)."""
         try:
+            self.setup()
+            self.stop.install()
             for h in self.hooks:
                 h.before_train()
             for epoch in range(self.state.epoch, self.cfg.num_epochs):
                 self.run_epoch(epoch)
             for h in self.hooks:
                 h.after_train()
+            comm.on_main(log.info, "done: best Acc@1 %.2f (ECE %.2f) at epoch %d; run folder "
+                         "%s", self.state.best_acc1, self.state.its_ece, self.state.best_epoch,
+                         self.run_dir.path)
+            return 0
         except Interrupted:
             self.save(best=False)
             comm.on_main(log.warning, "interrupted by signal %d at epoch %d, iteration %d; "
@@ -231,21 +329,36 @@ class Trainer:
         except NonFiniteLoss as e:
             comm.on_main(log.error, "%s", e)
             return EXIT_NONFINITE
+        except UserError as e:
+            where = self.position.describe() if self.position is not None else "at start-up"
+            self._log_to_file(f"stopped {where}: {one_line(str(e))}")
+            raise
         finally:
-            self.stop.restore()
-            self.close()
-        comm.on_main(log.info, "done: best Acc@1 %.2f (ECE %.2f) at epoch %d; run folder %s",
-                     self.state.best_acc1, self.state.its_ece, self.state.best_epoch,
-                     self.run_dir.path)
-        return 0
+            self.close()  # first: a SIGTERM meanwhile only sets the stop flag
+            if getattr(self, "stop", None) is not None:
+                self.stop.restore()
+
+    def _log_to_file(self, message: str) -> None:
+        """An ERROR record in the run's text log only (the script prints the error itself
+        on stderr)."""
+        if self.log_file is not None:
+            self.log_file.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, message,
+                                                (), None))
 
     def close(self) -> None:
-        """Stop the loaders' worker processes and close TensorBoard (every exit path)."""
+        """Stop the loaders' worker processes, close TensorBoard and the run's text log, and
+        release the run folder's lock (every exit path; safe to call twice)."""
         for loader in (getattr(self, "train_loader", None), getattr(self, "test_loader", None)):
             shutdown_workers(loader)
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        if self.log_file is not None:
+            logging.getLogger().removeHandler(self.log_file)
+            self.log_file.close()
+            self.log_file = None
+        if getattr(self, "run_dir", None) is not None:
+            self.run_dir.release()
 
     def run_epoch(self, epoch: int) -> None:
         """Train one epoch, then let the hooks evaluate, analyse, record and save."""
@@ -357,6 +470,34 @@ class Trainer:
                                        "num_classes": self.cfg.num_classes,
                                        "stage": self.STAGE,
                                        "backbone": self.cfg.backbone})
+
+
+class _Position(HookBase):
+    """Where the training loop is (1-based epoch and step, as in the progress lines), for the
+    log line of an error that stops a run. Registered first."""
+
+    def __init__(self) -> None:
+        self.epoch, self.step, self.phase = 0, 0, "start"
+
+    def before_epoch(self) -> None:
+        t = self.trainer
+        self.epoch, self.step, self.phase = t.state.epoch + 1, t.state.iteration + 1, "steps"
+
+    def after_step(self, step: Step) -> None:
+        self.step = step.iteration + 2  # the next step (its batch is loaded next)
+
+    def after_epoch(self) -> None:
+        self.phase = "end"
+
+    def after_train(self) -> None:
+        self.phase = "done"
+
+    def describe(self) -> str:
+        if self.phase == "steps":
+            return f"at epoch {self.epoch}, step {self.step}"
+        if self.phase == "end":
+            return f"at the end of epoch {self.epoch} (evaluation, metrics or checkpoint)"
+        return "before the first epoch" if self.phase == "start" else "after the last epoch"
 
 
 def build_optimizer(cfg, net: LTNet) -> torch.optim.Optimizer:

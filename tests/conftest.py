@@ -174,6 +174,19 @@ def read_metrics(run_dir: str) -> List[dict]:
         return [json.loads(line) for line in f]
 
 
+def snapshot(root: str) -> dict:
+    """Every file and folder under ``root`` with its modification time (and a file's bytes):
+    equal snapshots mean nothing there was written, created, renamed or removed."""
+    out = {}
+    for d, _, files in os.walk(root):
+        out[d] = os.stat(d).st_mtime_ns
+        for f in files:
+            p = os.path.join(d, f)
+            with open(p, "rb") as fh:
+                out[p] = (os.stat(p).st_mtime_ns, fh.read())
+    return out
+
+
 def only_run_dir(output_dir: str) -> str:
     runs = [d for d in os.listdir(output_dir) if os.path.isdir(os.path.join(output_dir, d))]
     assert len(runs) == 1, runs

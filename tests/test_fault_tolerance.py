@@ -1,7 +1,10 @@
-"""Exact resume, atomic checkpoints, safe loading, numerical faults, bad input."""
+"""Exact resume, atomic checkpoints, safe loading, numerical faults, bad input, and run folders
+that belong to one config and one process (the real-process cases: test_faults_processes.py)."""
 import argparse
+import errno
 import hashlib
 import os
+import shutil
 import signal
 import sys
 
@@ -12,6 +15,9 @@ import torch
 import engine.trainer
 import eval as eval_script
 import train_stage1
+import train_stage2
+from config import get_cfg_defaults, load_config
+from engine import HookBase
 from engine.checkpointer import own_rank_entry
 from engine.state import StopFlag
 from tests.conftest import (
@@ -20,12 +26,14 @@ from tests.conftest import (
     finish,
     only_run_dir,
     read_metrics,
+    snapshot,
     start,
     wait_for_rows,
     write_cifar,
 )
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.errors import EXIT_NONFINITE, CheckpointError
+from utils.errors import EXIT_NONFINITE, CheckpointError, RunError
+from utils.rundir import RESUME_SAFE_KEYS, RunLock, config_differences
 
 MIX = ["mixup", "True", "print_freq", "3"]
 
@@ -294,3 +302,293 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(tmp_path, capsys, c
     assert match in err
     assert "Traceback" not in err
     assert _tree_digest(str(out)) == before  # nothing saved was touched, no new folder
+
+
+# ------------------------------------------------------------------ run folders
+S2_MISLAS = os.path.join(ROOT, "config", "digits", "digits_imb005_stage2_mislas.yaml")
+ONE = ["num_epochs", "1", "print_freq", "3"]
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory):
+    """A finished 1-epoch digits run; tests that write to a run folder use a copy."""
+    out = tmp_path_factory.mktemp("one_run")
+    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(out), *ONE]) == 0
+    return only_run_dir(str(out))
+
+
+def current(run):
+    return os.path.join(run, "ckps", "current.pth.tar")
+
+
+def run_log(run, name="digits_imb005_ce"):
+    return open(os.path.join(run, "logs", f"{name}.txt")).read()
+
+
+def copy_run(run, parent):
+    dest = os.path.join(str(parent), os.path.basename(run))
+    shutil.copytree(run, dest)
+    return dest
+
+
+def new_folders(parent, before):
+    return sorted(set(os.listdir(parent)) - set(before))
+
+
+class StartWeights(HookBase):
+    """Records the classifier's weights the training starts from."""
+
+    def before_train(self):
+        self.weight = self.trainer.net.classifier.fc.weight.detach().clone()
+
+
+def classifier(path):
+    return load_checkpoint(path)["state_dict_classifier"]["fc.weight"]
+
+
+def one_stderr_line(capsys, prog="train_stage1.py"):
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: "), lines
+    return lines[0]
+
+
+def test_resume_safe_keys_are_config_keys_and_only_they_are_ignored():
+    defaults = get_cfg_defaults()
+    assert RESUME_SAFE_KEYS <= set(defaults)
+    cfg = load_config(DIGITS_CE, ["workers", "4", "print_freq", "1", "device", "cpu",
+                                  "data_path", "/elsewhere", "num_epochs", "30"])
+    saved = load_config(DIGITS_CE)
+    assert config_differences(saved, cfg) == []  # safe keys, and more epochs
+    cfg = load_config(DIGITS_CE, ["lr", "0.1", "num_epochs", "10", "seed", "1"])
+    assert config_differences(saved, cfg) == ["lr 0.05 -> 0.1", "num_epochs 15 -> 10",
+                                              "seed 0 -> 1"]
+
+
+def test_resume_of_another_config_starts_a_new_folder_from_its_weights(one_run, tmp_path):
+    before = snapshot(one_run)
+    out = tmp_path / "out"
+    start = StartWeights()
+    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs", "2",
+                              "print_freq", "3", "lr", "0.02", "resume", current(one_run)],
+                             hooks=[start]) == 0
+    new = only_run_dir(str(out))
+    assert [r["epoch"] for r in read_metrics(new)] == [2]  # from the epoch after its last
+    assert torch.equal(start.weight, classifier(current(one_run)))
+    assert (f"WARNING {current(one_run)} is a checkpoint of another config (differs in: lr "
+            f"0.05 -> 0.02): starting a new run from its weights at epoch 1; its folder "
+            f"{one_run} is left untouched; run folder {new}\n") in run_log(new)
+    assert snapshot(one_run) == before
+
+
+def test_a_new_run_with_nothing_to_train_is_refused(one_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs", "1",
+                           "lr", "0.02", "resume", current(one_run)])
+    assert e.value.code == 2
+    assert one_stderr_line(capsys) == (
+        f"train_stage1.py: error: key 'num_epochs' is 1 but {current(one_run)} is at epoch 1 "
+        "already: a new run from it would train nothing; set num_epochs above 1")
+    assert os.listdir(tmp_path) == []
+
+
+def test_resume_of_this_config_continues_in_its_folder(one_run, tmp_path):
+    """Resume-safe keys may differ and num_epochs may grow; the folder is the run's."""
+    run = copy_run(one_run, tmp_path / "saved")
+    assert train_stage1.main(["--cfg", DIGITS_CE, "num_epochs", "2", "print_freq", "1",
+                              "eval_freq", "1", "device", "cpu", "test_batch_size", "100",
+                              "output_dir", str(tmp_path / "elsewhere"), "resume",
+                              current(run)]) == 0
+    assert os.listdir(tmp_path / "saved") == [os.path.basename(run)]
+    assert not (tmp_path / "elsewhere").exists()
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
+    assert f"resumed from {current(run)} at epoch 1" in run_log(run)
+
+
+def test_model_best_of_this_config_resumes_in_a_new_folder(one_run, tmp_path):
+    """Continuing in the run's folder from another checkpoint than its newest would rewind
+    the run's history (its later metrics rows and current.pth.tar)."""
+    parent = os.path.dirname(one_run)
+    before, names = snapshot(parent), os.listdir(parent)
+    best = os.path.join(one_run, "ckps", "model_best.pth.tar")
+    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
+                              "2", "print_freq", "3", "resume", best]) == 0
+    new = only_run_dir(str(tmp_path))
+    assert [r["epoch"] for r in read_metrics(new)] == [2]
+    assert "not the newest checkpoint of its run (current.pth.tar)" in run_log(new)
+    assert os.listdir(parent) == names and snapshot(parent) == before
+
+
+def test_mislas_checkpoint_starts_a_new_folder_with_its_weights(one_run, tmp_path):
+    """A checkpoint as MiSLAS saves it (no config; 'module.' prefixes; numpy scalars), in a
+    MiSLAS run folder of the same name under the same output_dir."""
+    ck = load_checkpoint(current(one_run))
+    mislas = {"epoch": ck["epoch"], "best_acc1": np.float64(ck["best_acc1"]),
+              "its_ece": np.float64(ck["its_ece"]),
+              **{f"state_dict_{p}": {f"module.{k}": v for k, v in ck[f"state_dict_{p}"].items()}
+                 for p in ("model", "classifier")}}
+    theirs = tmp_path / "digits_imb005_ce_202001010000"
+    (theirs / "ckps").mkdir(parents=True)
+    (theirs / "logs").mkdir()
+    (theirs / "logs" / "digits_imb005_ce.txt").write_text("MiSLAS log\n")
+    path = str(theirs / "ckps" / "current.pth.tar")
+    torch.save(mislas, path)
+    before = snapshot(str(theirs))
+    start = StartWeights()
+    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
+                              "2", "print_freq", "3", "resume", path], hooks=[start]) == 0
+    [new] = new_folders(str(tmp_path), [theirs.name])
+    new = str(tmp_path / new)
+    assert [r["epoch"] for r in read_metrics(new)] == [2]
+    assert torch.equal(start.weight, ck["state_dict_classifier"]["fc.weight"])
+    assert (f"resumed from {path} at epoch 1: a checkpoint without a config (MiSLAS / "
+            f"ARB-Loss), continued in a new run folder; run folder {new}") in run_log(new)
+    assert snapshot(str(theirs)) == before
+
+
+def test_checkpoint_of_a_later_stage_is_refused_by_stage1(one_run, tmp_path, capsys):
+    ck = load_checkpoint(current(one_run))
+    ck["stage"] = 2
+    path = str(tmp_path / "s2.pth.tar")
+    torch.save(ck, path)
+    with pytest.raises(SystemExit) as e:
+        train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path / "out"),
+                           "resume", path])
+    assert e.value.code == 2
+    assert one_stderr_line(capsys) == (
+        f"train_stage1.py: error: {path} is a stage-2 checkpoint; continue it with "
+        "train_stage2.py (train_stage1.py resumes stage-1 checkpoints)")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_stage2_from_stage1_then_its_own_resumes(one_run, tmp_path):
+    """Stage 2 starts from a stage-1 checkpoint in a new folder at epoch 0 (the stage-1 folder
+    untouched); a stage-2 checkpoint continues in its folder with the same stage-2 config, and
+    starts a new folder with another."""
+    before = snapshot(one_run)
+    out = tmp_path / "s2"
+    common = ["--cfg", S2_MISLAS, "output_dir", str(out), "print_freq", "3"]
+    assert train_stage2.main([*common, "num_epochs", "1", "resume", current(one_run)]) == 0
+    assert snapshot(one_run) == before
+    s2 = only_run_dir(str(out))
+    assert [r["epoch"] for r in read_metrics(s2)] == [1]
+    ck = load_checkpoint(current(s2))
+    assert ck["stage"] == 2
+    assert [g.get("name") for g in ck["optimizer"]["param_groups"]] == ["classifier", "lws"]
+    assert train_stage2.main([*common, "num_epochs", "2", "resume", "auto"]) == 0
+    assert os.listdir(out) == [os.path.basename(s2)]
+    assert [r["epoch"] for r in read_metrics(s2)] == [1, 2]
+    before = snapshot(s2)
+    assert train_stage2.main([*common, "num_epochs", "3", "lr", "0.01", "resume",
+                              current(s2)]) == 0
+    [new] = new_folders(str(out), [os.path.basename(s2)])
+    assert [r["epoch"] for r in read_metrics(str(out / new))] == [3]
+    assert snapshot(s2) == before
+
+
+def test_read_only_checkpoint_folder_stops_before_training(one_run, tmp_path, capsys):
+    run = copy_run(one_run, tmp_path / "saved")
+    ckps = os.path.join(run, "ckps")
+    os.chmod(ckps, 0o555)
+    try:
+        before = snapshot(str(tmp_path / "saved"))
+        with pytest.raises(SystemExit) as e:
+            train_stage1.main(["--cfg", DIGITS_CE, "num_epochs", "2", "output_dir",
+                               str(tmp_path / "saved"), "resume", current(run)])
+        after = snapshot(str(tmp_path / "saved"))
+    finally:
+        os.chmod(ckps, 0o755)
+    assert e.value.code == 2
+    assert one_stderr_line(capsys) == (
+        f"train_stage1.py: error: cannot continue the run in {run}: folder {ckps} is "
+        "read-only (its checkpoints and logs are written there); make it writable, or resume "
+        "a copy of the checkpoint to continue in a new run folder")
+    assert after == before
+
+
+def test_run_interrupted_before_its_first_metrics_row_resumes_in_its_own_folder(
+        one_run, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = StopFlag.any_rank
+
+    def fake(self):  # a SIGTERM arriving during step 3 of epoch 1
+        calls["n"] += 1
+        if calls["n"] == 3:
+            self.signum = signal.SIGTERM
+        return real(self)
+
+    monkeypatch.setattr(StopFlag, "any_rank", fake)
+    args = ["--cfg", DIGITS_CE, "output_dir", str(tmp_path), *ONE]
+    assert train_stage1.main(args) == 128 + signal.SIGTERM
+    monkeypatch.setattr(StopFlag, "any_rank", real)
+    run = only_run_dir(str(tmp_path))
+    assert not os.path.exists(os.path.join(run, "metrics.jsonl"))
+    assert load_checkpoint(current(run))["iteration"] == 3
+    assert train_stage1.main(args + ["resume", "auto"]) == 0
+    assert only_run_dir(str(tmp_path)) == run
+    # the same as the uninterrupted run
+    assert strip_seconds(read_metrics(run)) == strip_seconds(read_metrics(one_run))
+    assert_same_weights(final_weights(run), final_weights(one_run))
+
+
+def test_run_lock_is_exclusive_and_a_dead_holder_does_not_block(tmp_path):
+    folder = str(tmp_path)
+    first, second = RunLock(folder), RunLock(folder)
+    first.acquire()
+    with pytest.raises(RunError) as e:
+        second.acquire()
+    assert str(e.value) == (f"run folder {folder} is in use by process {os.getpid()} (a run "
+                            "of this config is writing there); wait for it to end or stop "
+                            "it first")
+    first.release()
+    second.acquire()  # released: free again
+    second.release()
+    # a lock file left by a process that is gone (its lock went with it)
+    (tmp_path / ".lock").write_text("999999999 elsewhere\n")
+    first.acquire()
+    assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
+    first.release()
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = str(tmp_path / "current.pth.tar")
+    save_checkpoint({"state_dict_model": {"w": torch.ones(3)}, "epoch": 1}, path)
+
+    def full(obj, f, *a, **k):
+        f.write(b"\0" * 64)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CheckpointError) as e:
+        save_checkpoint({"state_dict_model": {"w": torch.zeros(3)}, "epoch": 2}, path)
+    assert str(e.value) == (f"cannot save checkpoint {path}: no space left on device in "
+                            f"{tmp_path}; the previous checkpoint there is unchanged")
+    assert os.listdir(tmp_path) == ["current.pth.tar"]  # no temporary file left
+    assert load_checkpoint(path)["epoch"] == 1
+
+
+def test_eval_refuses_a_checkpoint_with_non_finite_weights(one_run, tmp_path, capsys):
+    ck = load_checkpoint(current(one_run))
+    ck["state_dict_classifier"]["fc.weight"][3, 1] = float("nan")
+    ck["state_dict_classifier"]["fc.bias"][0] = float("inf")
+    path = str(tmp_path / "diverged.pth.tar")
+    torch.save(ck, path)
+    with pytest.raises(SystemExit) as e:
+        eval_script.main(["--cfg", DIGITS_CE, "resume", path])
+    assert e.value.code == 2
+    assert one_stderr_line(capsys, "eval.py") == (
+        f"eval.py: error: {path}: non-finite weights (NaN / Inf) in 'state_dict_classifier' "
+        "tensor fc.weight (+1 more); the checkpoint is unusable (saved from a diverged run?)")
+    assert os.listdir(tmp_path) == ["diverged.pth.tar"]  # no report folder
+
+
+def test_ctrl_c_during_start_up_exits_130_with_one_line(tmp_path, monkeypatch, capsys):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.trainer, "build_data", interrupted)
+    with pytest.raises(SystemExit) as e:
+        train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path / "out")])
+    assert e.value.code == 130
+    assert one_stderr_line(capsys) == "train_stage1.py: interrupted"
+    assert not (tmp_path / "out").exists()

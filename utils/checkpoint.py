@@ -6,6 +6,7 @@ ours add ``optimizer``, ``config`` (yaml string), ``metrics`` and ``rng`` for ex
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pickle
@@ -45,7 +46,12 @@ def _numpy_scalar_globals() -> List[Any]:
 
 def save_checkpoint(state: Dict[str, Any], path: str) -> None:
     """Write ``state`` to a temporary file beside ``path``, fsync it, then rename it over
-    ``path``: a kill at any moment leaves either the old or the new file, never a torn one."""
+    ``path``: a kill at any moment leaves either the old or the new file, never a torn one.
+
+    A failed write (disk full, read-only folder, quota) raises a one-line
+    :class:`CheckpointError` naming the folder; the previous file at ``path`` is unchanged and
+    the temporary file is removed.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
     try:
@@ -54,6 +60,9 @@ def save_checkpoint(state: Dict[str, Any], path: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise CheckpointError(write_error(f"cannot save checkpoint {path}", folder, e)
+                              + "; the previous checkpoint there is unchanged") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -65,6 +74,15 @@ def save_checkpoint(state: Dict[str, Any], path: str) -> None:
             os.close(fd)
     except OSError:  # some file systems cannot fsync a directory
         pass
+
+
+def write_error(what: str, folder: str, err: OSError) -> str:
+    """``<what>: no space left on device in <folder>`` (the reason in words, lower case)."""
+    reason = {errno.ENOSPC: "no space left on device",
+              errno.EDQUOT: "disk quota exceeded",
+              errno.EROFS: "read-only file system"}.get(
+        err.errno, (err.strerror or first_line(err)).lower())
+    return f"{what}: {reason} in {folder}"
 
 
 def load_checkpoint(path: str, legacy: bool = False) -> Dict[str, Any]:
@@ -120,9 +138,23 @@ def _mismatch(module: nn.Module, state: Dict[str, torch.Tensor]) -> str:
     return "; ".join(parts)
 
 
+def first_non_finite(state: Dict[str, Any]) -> str:
+    """The name of the first floating-point tensor of ``state`` holding NaN or Inf, with
+    ``(+N more)`` when there are others; '' when every tensor is finite."""
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if not bad:
+        return ""
+    more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+    return f"{bad[0]}{more}"
+
+
 def load_network_state(net: nn.Module, ckpt: Dict[str, Any], path: str = "checkpoint") -> None:
     """Load every part of an :class:`models.LTNet` (model, block, classifier) from ``ckpt``,
-    with or without ``module.`` prefixes; one clear error names what does not match."""
+    with or without ``module.`` prefixes; one clear error names what does not match, or the
+    first tensor holding NaN / Inf (weights of a diverged run, unusable for training or
+    evaluation). Nothing is loaded unless every part fits."""
+    states = {}
     for name, module in net.parts().items():
         key = f"state_dict_{name}"
         if key not in ckpt:
@@ -133,7 +165,14 @@ def load_network_state(net: nn.Module, ckpt: Dict[str, Any], path: str = "checkp
         if problem:
             raise CheckpointError(f"{path}: '{key}' does not fit this model "
                                   f"(backbone / num_classes of the config?): {problem}")
-        module.load_state_dict(state)
+        bad = first_non_finite(state)
+        if bad:
+            raise CheckpointError(f"{path}: non-finite weights (NaN / Inf) in '{key}' tensor "
+                                  f"{bad}; the checkpoint is unusable (saved from a diverged "
+                                  "run?)")
+        states[name] = state
+    for name, module in net.parts().items():
+        module.load_state_dict(states[name])
 
 
 def network_state(net: nn.Module) -> Dict[str, Any]:

@@ -6,7 +6,8 @@ print one line on stderr and exit with status 2 -- no traceback.
 
 Exit codes: 0 done; 2 user error (:data:`EXIT_USER_ERROR`); 3 the training loss became NaN /
 Inf (:data:`EXIT_NONFINITE`); 128 + N stopped by signal N after saving a resumable checkpoint
-(143 for SIGTERM, 130 for SIGINT).
+(143 for SIGTERM, 130 for SIGINT); 130 also for Ctrl-C (SIGINT) before training started
+(:data:`EXIT_INTERRUPTED`, nothing to save).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Iterator, Union
 
 EXIT_USER_ERROR = 2
 EXIT_NONFINITE = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 class UserError(Exception):
@@ -39,7 +41,7 @@ class ReportError(UserError):
 
 
 class RunError(UserError):
-    """A run folder cannot be read."""
+    """A run folder cannot be read or written, or another process is using it."""
 
 
 class NonFiniteLoss(Exception):
@@ -80,7 +82,11 @@ def one_line(msg: str) -> str:
 
 @contextmanager
 def exit_on_user_error(prog: str) -> Iterator[None]:
-    """Turn a :class:`UserError` into ``prog: error: <message>`` on stderr and exit 2."""
+    """Turn a :class:`UserError` into ``prog: error: <message>`` on stderr and exit 2, and a
+    Ctrl-C that reaches the script (SIGINT before training installed its own handler, e.g.
+    while the data is being built) into ``prog: interrupted`` and exit 130, without a
+    traceback. Whatever the block opened has been closed on the way out (loader workers
+    included, see :func:`engine.runtime.distributed_session`)."""
     try:
         yield
     except UserError as e:
@@ -88,3 +94,7 @@ def exit_on_user_error(prog: str) -> Iterator[None]:
         sys.stderr.write(f"{prog}: error: {msg}\n")
         sys.stderr.flush()
         sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        sys.stderr.flush()
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,5 +1,16 @@
 """The run folder: ``<output_dir>/<name>_<YYYYmmddHHMM>/{logs/<name>.txt, ckps/*.pth.tar,
-metrics.jsonl, TensorBoard events}``. Only rank 0 writes; every rank knows the path."""
+metrics.jsonl, TensorBoard events, .lock}``. Only rank 0 writes; every rank knows the path.
+
+A run folder belongs to one run of one config:
+
+* while a run writes to its folder, rank 0 holds an exclusive lock on ``<run>/.lock`` (the
+  file names its pid); a second process that wants the folder (``resume auto`` of the same
+  config while the first runs) stops with one line and touches nothing. The operating system
+  releases the lock whenever the holder ends, however it ends; the file itself may stay.
+* resuming continues in the checkpoint's folder only when the config is the same up to
+  :data:`RESUME_SAFE_KEYS` (:func:`config_differences`); otherwise the trainer starts a new
+  folder, and the checkpoint's folder is never written.
+"""
 from __future__ import annotations
 
 import glob
@@ -7,13 +18,70 @@ import json
 import logging
 import math
 import os
+import socket
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from utils import comm
-from utils.errors import ConfigError
+from utils.checkpoint import write_error
+from utils.errors import ConfigError, RunError, UserError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, folders are unprotected
+    fcntl = None
 
 log = logging.getLogger(__name__)
+
+LOCK_FILE = ".lock"
+
+# The resume-safe keys: a run resumed with other values of these is still the same run and
+# continues in its folder. Each only says where files are, how the work is spread over
+# processes, devices and kernels, or how often progress is printed, evaluated and analysed;
+# none changes the data a step sees, the network, the loss, the optimiser, the schedule or the
+# seed:
+#   which checkpoint and how to read it: resume, legacy_checkpoint
+#   where things are: output_dir, data_path, download, pretrained_path (read only when a
+#     network is built fresh; a resumed run takes every weight from the checkpoint)
+#   processes and hardware: workers (every sample's augmentation is seeded by its index and
+#     epoch, not by the worker), device, gpu, world_size, rank, dist_url, dist_backend,
+#     distributed, multiprocessing_distributed; kernels: deterministic, channels_last,
+#     compile, imagelist_decode (the same JPEG decoded on the CPU or the GPU)
+#   reporting: print_freq, eval_freq, test_batch_size, nc_freq, plot_freq, grad_stats_freq
+# ``num_epochs`` may also grow (a run extended). Every other key is part of the run (a
+# hyper-parameter, the data set or its lists, the sampler, the seed, mixed precision and the
+# data pipelines, which change the numbers, the post-hoc evaluation keys, which change the
+# metrics that pick model_best, and the run's name and folder layout): a checkpoint resumed
+# with another value starts a new run folder.
+RESUME_SAFE_KEYS = frozenset([
+    "resume", "legacy_checkpoint",
+    "output_dir", "data_path", "download", "pretrained_path",
+    "workers", "device", "gpu", "world_size", "rank", "dist_url", "dist_backend",
+    "distributed", "multiprocessing_distributed",
+    "deterministic", "channels_last", "compile", "imagelist_decode",
+    "print_freq", "eval_freq", "test_batch_size", "nc_freq", "plot_freq", "grad_stats_freq",
+])
+
+
+def _plain(v: Any) -> Any:
+    """Lists and tuples compare as lists (yaml gives lists, overrides may give tuples)."""
+    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
+def config_differences(saved, cfg) -> List[str]:
+    """``key old -> new`` for every key of ``cfg`` whose value differs from the ``saved``
+    config (both config nodes), ignoring :data:`RESUME_SAFE_KEYS` and a larger
+    ``num_epochs``; [] when ``cfg`` continues the saved run."""
+    out = []
+    for key in cfg:
+        if key in RESUME_SAFE_KEYS:
+            continue
+        old, new = _plain(saved.get(key)), _plain(cfg[key])
+        if key == "num_epochs" and isinstance(old, int) and new >= old:
+            continue
+        if old != new:
+            out.append(f"{key} {old!r} -> {new!r}")
+    return out
 
 
 def _unique_folder(root: str, name: str) -> str:
@@ -39,11 +107,14 @@ def _unique_folder(root: str, name: str) -> str:
 
 
 def run_folder_of_checkpoint(path: str, cfg) -> Optional[str]:
-    """The run folder a checkpoint of ours lives in (``<run>/<model_dir>/x.pth.tar``), else None."""
+    """The run folder a checkpoint of ours lives in (``<run>/<model_dir>/x.pth.tar``, the run
+    having its metrics, text log or lock file: also a run stopped before its first metrics
+    row), else None."""
     ckpt_dir = os.path.dirname(os.path.abspath(path))
     run = os.path.dirname(ckpt_dir)
+    marks = ("metrics.jsonl", os.path.join(cfg.log_dir, f"{cfg.name}.txt"), LOCK_FILE)
     if (os.path.basename(ckpt_dir) == cfg.model_dir and
-            os.path.isfile(os.path.join(run, "metrics.jsonl"))):
+            any(os.path.isfile(os.path.join(run, m)) for m in marks)):
         return run
     return None
 
@@ -58,6 +129,75 @@ def find_latest_checkpoint(cfg) -> str:
     return max(found, key=os.path.getmtime) if found else ""
 
 
+def _holder(path: str) -> str:
+    """Who holds a run folder's lock, from the lock file (``process <pid> on <host>``)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            pid, _, host = f.read().strip().partition(" ")
+    except OSError:
+        pid, host = "", ""
+    if not pid:
+        return "another process"
+    return f"process {pid}" + (f" on {host}" if host and host != socket.gethostname() else "")
+
+
+class RunLock:
+    """Exclusive use of a run folder by one process: ``fcntl.flock`` on ``<run>/.lock``, the
+    holder's pid (and host) written in the file. Held from :meth:`acquire` until
+    :meth:`release` or the end of the process (the operating system releases it then, so the
+    lock of a process that died is free; the file may stay). The descriptor is not inherited
+    by child processes, so loader workers never keep a folder locked."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.path = os.path.join(folder, LOCK_FILE)
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`RunError` naming the holder (nothing is written
+        then)."""
+        if fcntl is None or self._fd is not None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunError(write_error("cannot lock the run folder", self.folder, e)) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RunError(f"run folder {self.folder} is in use by {_holder(self.path)} "
+                           "(a run of this config is writing there); wait for it to end or "
+                           "stop it first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_only(folder: str) -> bool:
+    """A folder this process cannot write (permissions, a read-only file system or mount), or
+    one marked read-only (no write bit for anyone: ``chmod a-w``), which is respected even
+    by root (in a container, runs often are root)."""
+    return not os.access(folder, os.W_OK) or not os.stat(folder).st_mode & 0o222
+
+
+def check_writable(run: str, folders: List[str]) -> None:
+    """Refuse, before any training, to continue a run whose folders cannot be written:
+    :class:`RunError` naming the folder."""
+    for folder in folders:
+        if os.path.isdir(folder) and _read_only(folder):
+            raise RunError(f"cannot continue the run in {run}: folder {folder} is read-only "
+                           "(its checkpoints and logs are written there); make it writable, "
+                           "or resume a copy of the checkpoint to continue in a new run "
+                           "folder")
+
+
 class RunDir:
     """Paths of one run and its rank-0 writers."""
 
@@ -70,21 +210,50 @@ class RunDir:
         self.current = os.path.join(self.ckpt_dir, "current.pth.tar")
         self.best = os.path.join(self.ckpt_dir, "model_best.pth.tar")
         self.metrics_file = os.path.join(path, "metrics.jsonl")
+        self.lock: Optional[RunLock] = None  # rank 0 of a training run holds it
 
     @classmethod
-    def for_training(cls, cfg, resume: str = "", resumed_epoch: int = 0) -> "RunDir":
-        """The resumed run's folder when resuming one of ours (its metrics.jsonl cut back to
-        the checkpoint's epoch), else a new folder."""
-        path = None
+    def for_training(cls, cfg, continue_in: Optional[str] = None,
+                     resumed_epoch: int = 0) -> "RunDir":
+        """Rank 0 takes the run's folder and locks it (:class:`RunLock`): ``continue_in``, the
+        folder of the run being resumed (checked writable, its metrics.jsonl cut back to the
+        checkpoint's epoch), else a new folder. Every rank gets the RunDir, or the same
+        one-line error (nothing is written then)."""
+        path, error, lock = None, None, None
         if comm.is_main_process():
-            path = run_folder_of_checkpoint(resume, cfg) if resume else None
-            if path is None:
-                path = _unique_folder(cfg.output_dir, cfg.name)
-            else:
-                cls(path, cfg).truncate_metrics(resumed_epoch)
-            for sub in (cfg.log_dir, cfg.model_dir):
-                os.makedirs(os.path.join(path, sub), exist_ok=True)
-        return cls(comm.broadcast_object(path), cfg)
+            try:
+                if continue_in:
+                    path = continue_in
+                    check_writable(path, [path] + [os.path.join(path, sub) for sub in
+                                                   (cfg.log_dir, cfg.model_dir)])
+                    lock = RunLock(path)
+                    lock.acquire()
+                    cls(path, cfg).truncate_metrics(resumed_epoch)
+                else:
+                    path = _unique_folder(cfg.output_dir, cfg.name)
+                    lock = RunLock(path)
+                    lock.acquire()
+                for sub in (cfg.log_dir, cfg.model_dir):
+                    os.makedirs(os.path.join(path, sub), exist_ok=True)
+            except UserError as e:
+                if lock is not None:
+                    lock.release()
+                error = e
+            except OSError as e:
+                if lock is not None:
+                    lock.release()
+                error = RunError(write_error("cannot prepare the run folder", path, e))
+        path, error = comm.broadcast_object((path, error))
+        if error is not None:
+            raise error
+        run = cls(path, cfg)
+        run.lock = lock
+        return run
+
+    def release(self) -> None:
+        """Give the folder's lock back (rank 0; at the end of a run)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def truncate_metrics(self, epoch: int) -> None:
         """Keep only the complete rows of epochs <= ``epoch`` (a run killed between writing
@@ -112,15 +281,24 @@ class RunDir:
         return SummaryWriter(log_dir=self.log_dir)
 
     def record(self, row: Dict[str, Any], writer=None) -> None:
-        """Append one epoch's metrics to metrics.jsonl and TensorBoard (rank 0 only)."""
+        """Append one epoch's metrics to metrics.jsonl and TensorBoard (rank 0 writes; every
+        rank calls it and gets the same :class:`RunError` when the write fails)."""
+        error = None
+        if comm.is_main_process():
+            clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                     for k, v in row.items()}
+            try:
+                with open(self.metrics_file, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(clean) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                error = RunError(write_error(f"cannot write {self.metrics_file}", self.path, e))
+        error = comm.broadcast_object(error)
+        if error is not None:
+            raise error
         if not comm.is_main_process():
             return
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                 for k, v in row.items()}
-        with open(self.metrics_file, "a", encoding="utf-8") as f:
-            f.write(json.dumps(clean) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
         if writer is not None:
             step = int(row["epoch"])
             for k, v in row.items():
