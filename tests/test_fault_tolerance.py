@@ -63,6 +63,7 @@ def baseline(tmp_path_factory):
     return strip_seconds(read_metrics(run)), final_weights(run)
 
 
+@pytest.mark.slow
 def test_interrupt_inside_an_epoch_then_resume_is_exact(baseline, tmp_path, monkeypatch):
     calls = {"n": 0}
     real = StopFlag.any_rank
@@ -101,6 +102,7 @@ def test_cut_epoch_statistics_are_taken_per_rank():
     assert own_rank_entry(None) == {}
 
 
+@pytest.mark.slow
 def test_sigterm_then_sigkill_then_resume_is_exact(baseline, tmp_path):
     """A real process: SIGTERM (graceful, exit 143), resume, SIGKILL, resume to the end.
     The processes run with 0.2 s added to each step (results unchanged) so that the signals

@@ -131,6 +131,7 @@ def full_class_data(tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rel", STAGE1)
 def test_stage1_files_dry_run_on_data(rel, full_class_data, tmp_path, capsys):
     r = raw(rel)
@@ -151,6 +152,7 @@ def test_stage1_files_dry_run_on_data(rel, full_class_data, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rel", STAGE2)
 def test_stage2_files_dry_run_on_data(rel, full_class_data, tmp_path, capsys):
     """MiSLAS's stage-2 files, unchanged, with train_stage2.py: a dry run reads no checkpoint
