@@ -20,20 +20,9 @@ from __future__ import annotations
 import logging
 from typing import Callable, Dict, Sequence
 
+import methods.losses as losses
 from config import mixup_enabled
 from methods.las import LabelAwareSmoothing
-from methods.losses import (
-    ARBLoss,
-    BalancedSoftmax,
-    ClassBalancedLoss,
-    ClassCountLoss,
-    CrossEntropy,
-    DeferredReweighting,
-    FocalLoss,
-    LabelSmoothingLoss,
-    LDAMLoss,
-    LogitAdjustedLoss,
-)
 from utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -43,42 +32,43 @@ ARB_FLAGS = ("arbloss", "warbloss", "arbloss_fl", "arb_loss_use_global_class_cnt
 LAS_LOSSES = ("ce", "arb")
 DRW_LOSSES = ("ce", "ldam")
 
-Builder = Callable[..., ClassCountLoss]
+Builder = Callable[..., losses.ClassCountLoss]
 
 
-def _ce(cfg, counts: Sequence[int], reduction: str) -> ClassCountLoss:
-    return CrossEntropy(reduction)
+def _ce(cfg, counts: Sequence[int], reduction: str) -> losses.ClassCountLoss:
+    return losses.CrossEntropy(reduction)
 
 
-def _arb(cfg, counts: Sequence[int], reduction: str) -> ClassCountLoss:
-    return ARBLoss(reduction, cls_num_list=counts if cfg.arb_loss_use_global_class_cnt else None,
-                   weighted=bool(cfg.warbloss),
-                   focal_gamma=cfg.focal_gamma if cfg.arbloss_fl else 0.0)
+def _arb(cfg, counts: Sequence[int], reduction: str) -> losses.ClassCountLoss:
+    return losses.ARBLoss(reduction,
+                          cls_num_list=counts if cfg.arb_loss_use_global_class_cnt else None,
+                          weighted=bool(cfg.warbloss),
+                          focal_gamma=cfg.focal_gamma if cfg.arbloss_fl else 0.0)
 
 
-def _balanced_softmax(cfg, counts: Sequence[int], reduction: str) -> ClassCountLoss:
-    return BalancedSoftmax(counts, reduction=reduction)
+def _balanced_softmax(cfg, counts: Sequence[int], reduction: str) -> losses.ClassCountLoss:
+    return losses.BalancedSoftmax(counts, reduction=reduction)
 
 
-def _logit_adjust(cfg, counts: Sequence[int], reduction: str) -> ClassCountLoss:
-    return LogitAdjustedLoss(counts, tau=cfg.la_tau, reduction=reduction)
+def _logit_adjust(cfg, counts: Sequence[int], reduction: str) -> losses.ClassCountLoss:
+    return losses.LogitAdjustedLoss(counts, tau=cfg.la_tau, reduction=reduction)
 
 
-def _ldam(cfg, counts: Sequence[int], reduction: str) -> ClassCountLoss:
-    return LDAMLoss(counts, max_m=cfg.ldam_max_m, s=cfg.ldam_s, reduction=reduction)
+def _ldam(cfg, counts: Sequence[int], reduction: str) -> losses.ClassCountLoss:
+    return losses.LDAMLoss(counts, max_m=cfg.ldam_max_m, s=cfg.ldam_s, reduction=reduction)
 
 
-def _focal(cfg, counts: Sequence[int], reduction: str) -> ClassCountLoss:
-    return FocalLoss(cfg.focal_gamma, reduction=reduction)
+def _focal(cfg, counts: Sequence[int], reduction: str) -> losses.ClassCountLoss:
+    return losses.FocalLoss(cfg.focal_gamma, reduction=reduction)
 
 
-def _cb(cfg, counts: Sequence[int], reduction: str) -> ClassCountLoss:
-    return ClassBalancedLoss(counts, beta=cfg.cb_beta, base=cfg.cb_base, gamma=cfg.focal_gamma,
-                             reduction=reduction)
+def _cb(cfg, counts: Sequence[int], reduction: str) -> losses.ClassCountLoss:
+    return losses.ClassBalancedLoss(counts, beta=cfg.cb_beta, base=cfg.cb_base,
+                                    gamma=cfg.focal_gamma, reduction=reduction)
 
 
-def _label_smoothing(cfg, counts: Sequence[int], reduction: str) -> ClassCountLoss:
-    return LabelSmoothingLoss(cfg.label_smoothing, reduction=reduction)
+def _label_smoothing(cfg, counts: Sequence[int], reduction: str) -> losses.ClassCountLoss:
+    return losses.LabelSmoothingLoss(cfg.label_smoothing, reduction=reduction)
 
 
 # name -> builder(cfg, cls_num_list, reduction): the values of the ``loss`` key (besides auto)
@@ -163,7 +153,7 @@ def _check_ranges(cfg) -> None:
             raise ConfigError(f"key '{key}' is {cfg[key]}; accepted: {accepted}")
 
 
-def build_criterion(cfg, cls_num_list: Sequence[int]) -> ClassCountLoss:
+def build_criterion(cfg, cls_num_list: Sequence[int]) -> losses.ClassCountLoss:
     """The training loss of ``cfg`` (``loss`` and the ARB flags, see the module docstring),
     wrapped in :class:`DeferredReweighting` when ``drw_epoch`` > 0 and in
     :class:`LabelAwareSmoothing` when ``LAS``; ``cls_num_list`` are the training-set counts."""
@@ -175,7 +165,7 @@ def build_criterion(cfg, cls_num_list: Sequence[int]) -> ClassCountLoss:
     base = LOSS_BUILDERS[name](cfg, cls_num_list, "none" if drw else "mean")
     base.global_batch_counts = bool(cfg.arb_global_batch_counts)
     if drw:
-        return DeferredReweighting(base, cls_num_list, cfg.drw_epoch, beta=cfg.cb_beta)
+        return losses.DeferredReweighting(base, cls_num_list, cfg.drw_epoch, beta=cfg.cb_beta)
     if cfg.LAS:
         return LabelAwareSmoothing(cls_num_list, cfg.smooth_head, cfg.smooth_tail,
                                    shape=cfg.las_shape, power=cfg.las_power, base=base)

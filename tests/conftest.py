@@ -197,6 +197,23 @@ DIGITS_CE = os.path.join(ROOT, "config", "digits", "digits_imb005_ce.yaml")
 DIGITS_ARB = os.path.join(ROOT, "config", "digits", "digits_imb005_arbloss.yaml")
 
 
+def signal_after_step(monkeypatch, step: int, signum: int = signal.SIGTERM) -> None:
+    """Make an in-process run see ``signum`` after its ``step``-th training step (counted over
+    the run, from 1), as if the signal arrived during that step; ``monkeypatch.undo()`` (or the
+    test's end) removes it."""
+    from engine.state import StopFlag
+    calls = {"n": 0}
+    real = StopFlag.any_rank
+
+    def fake(self):
+        calls["n"] += 1
+        if calls["n"] == step:
+            self.signum = signum
+        return real(self)
+
+    monkeypatch.setattr(StopFlag, "any_rank", fake)
+
+
 def pytest_collection_modifyitems(config, items):
     """``@pytest.mark.cuda`` tests skip themselves without a CUDA device (bench/gpu_check.sh
     runs them on a GPU machine); every other test runs everywhere."""

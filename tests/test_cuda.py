@@ -13,8 +13,15 @@ import torch
 import eval as eval_script
 import train_stage1
 from datasets.device_pipeline import DeviceLoader
-from engine.state import StopFlag
-from tests.conftest import DIGITS_ARB, DIGITS_CE, finish, only_run_dir, read_metrics, start
+from tests.conftest import (
+    DIGITS_ARB,
+    DIGITS_CE,
+    finish,
+    only_run_dir,
+    read_metrics,
+    signal_after_step,
+    start,
+)
 from utils.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.cuda
@@ -85,21 +92,12 @@ def test_deterministic_cuda_runs_are_identical(tmp_path):
 def test_exact_resume_on_cuda(tmp_path, monkeypatch):
     base = tmp_path / "base"
     train(DIGITS_CE, base, "deterministic", "True", "mixup", "True", "num_epochs", "3")
-    calls = {"n": 0}
-    real = StopFlag.any_rank
-
-    def fake(self):  # SIGTERM during step 3 of epoch 2
-        calls["n"] += 1
-        if calls["n"] == 10:
-            self.signum = 15
-        return real(self)
-
-    monkeypatch.setattr(StopFlag, "any_rank", fake)
+    signal_after_step(monkeypatch, 10)  # SIGTERM during step 3 of epoch 2
     cut = tmp_path / "cut"
     args = ["--cfg", DIGITS_CE, "output_dir", str(cut), *CUDA, "deterministic", "True",
             "mixup", "True", "num_epochs", "3"]
     assert train_stage1.main(args) == 128 + 15
-    monkeypatch.setattr(StopFlag, "any_rank", real)
+    monkeypatch.undo()
     assert train_stage1.main(args + ["resume", "auto"]) == 0
     assert rows_of(cut) == rows_of(base)
 

@@ -19,13 +19,13 @@ import train_stage2
 from config import get_cfg_defaults, load_config
 from engine import HookBase
 from engine.checkpointer import own_rank_entry
-from engine.state import StopFlag
 from tests.conftest import (
     DIGITS_CE,
     ROOT,
     finish,
     only_run_dir,
     read_metrics,
+    signal_after_step,
     snapshot,
     start,
     wait_for_rows,
@@ -65,20 +65,11 @@ def baseline(tmp_path_factory):
 
 @pytest.mark.slow
 def test_interrupt_inside_an_epoch_then_resume_is_exact(baseline, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    real = StopFlag.any_rank
-
-    def fake(self):  # a SIGTERM arriving during step 3 of epoch 2
-        calls["n"] += 1
-        if calls["n"] == 10:
-            self.signum = signal.SIGTERM
-        return real(self)
-
-    monkeypatch.setattr(StopFlag, "any_rank", fake)
+    signal_after_step(monkeypatch, 10)  # a SIGTERM arriving during step 3 of epoch 2
     code = train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
                               "3", *MIX])
     assert code == 128 + signal.SIGTERM
-    monkeypatch.setattr(StopFlag, "any_rank", real)
+    monkeypatch.undo()
     run = only_run_dir(str(tmp_path))
     ckpt = load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))
     assert (ckpt["epoch"], ckpt["iteration"]) == (1, 3)
@@ -510,19 +501,10 @@ def test_read_only_checkpoint_folder_stops_before_training(one_run, tmp_path, ca
 
 def test_run_interrupted_before_its_first_metrics_row_resumes_in_its_own_folder(
         one_run, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    real = StopFlag.any_rank
-
-    def fake(self):  # a SIGTERM arriving during step 3 of epoch 1
-        calls["n"] += 1
-        if calls["n"] == 3:
-            self.signum = signal.SIGTERM
-        return real(self)
-
-    monkeypatch.setattr(StopFlag, "any_rank", fake)
+    signal_after_step(monkeypatch, 3)  # a SIGTERM arriving during step 3 of epoch 1
     args = ["--cfg", DIGITS_CE, "output_dir", str(tmp_path), *ONE]
     assert train_stage1.main(args) == 128 + signal.SIGTERM
-    monkeypatch.setattr(StopFlag, "any_rank", real)
+    monkeypatch.undo()
     run = only_run_dir(str(tmp_path))
     assert not os.path.exists(os.path.join(run, "metrics.jsonl"))
     assert load_checkpoint(current(run))["iteration"] == 3

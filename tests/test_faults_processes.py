@@ -78,6 +78,13 @@ class Run:
         out, err = finish(self.proc, timeout)
         return self.proc.returncode, out, err
 
+    def with_workers_then_go(self):
+        """Wait for the pause, check the loader workers are up, let the run go on."""
+        self.wait_paused()
+        assert len(workers_of(self.collect())) >= 2
+        self.go()
+        return self.finish()
+
     def assert_all_gone(self):
         """No process of this run is left (zombies count as gone), within GONE_WITHIN s."""
         t0 = time.time()
@@ -263,14 +270,16 @@ def test_user_error_before_training_exits_2_and_creates_nothing(digits_ckpt, tmp
     assert snapshot(origin) == before
 
 
-def test_non_finite_loss_exits_3_and_ends_the_workers(tmp_path):
+def digits_run(tmp_path, fault):
+    """(output folder, the launched digits run with ``fault``)."""
     out = tmp_path / "out"
-    run = Run(tmp_path, [sys.executable, FAULTY, "--cfg", DIGITS_CE, *DIGITS,
-                         "output_dir", str(out)], fault="pause+nan")
-    run.wait_paused()
-    assert len(workers_of(run.collect())) >= 2
-    run.go()
-    code, stdout, _ = run.finish()
+    return out, Run(tmp_path, [sys.executable, FAULTY, "--cfg", DIGITS_CE, *DIGITS,
+                               "output_dir", str(out)], fault=fault)
+
+
+def test_non_finite_loss_exits_3_and_ends_the_workers(tmp_path):
+    out, run = digits_run(tmp_path, "pause+nan")
+    code, stdout, _ = run.with_workers_then_go()
     assert code == 3, stdout[-3000:]
     assert "non-finite loss (nan) at epoch 2, iteration 2" in stdout
     run.assert_all_gone()
@@ -321,13 +330,8 @@ def test_ctrl_c_during_start_up_exits_130_at_once(tmp_path):
 
 
 def test_disk_full_while_saving_exits_2_and_keeps_the_previous_checkpoint(tmp_path):
-    out = tmp_path / "out"
-    run = Run(tmp_path, [sys.executable, FAULTY, "--cfg", DIGITS_CE, *DIGITS,
-                         "output_dir", str(out)], fault="pause+enospc")
-    run.wait_paused()
-    assert len(workers_of(run.collect())) >= 2
-    run.go()
-    code, _, err = run.finish()
+    out, run = digits_run(tmp_path, "pause+enospc")
+    code, _, err = run.with_workers_then_go()
     assert code == 2, err[-3000:]
     folder = os.path.join(only_run_dir(str(out)), "ckps")
     line = one_error_line(err, "train_with_fault.py")

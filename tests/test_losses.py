@@ -14,7 +14,6 @@ import train_stage1
 from analysis.grad_monitor import term_coefficients
 from config import get_cfg_defaults, load_config
 from engine import HookBase
-from engine.state import StopFlag
 from methods import (
     LOSS_BUILDERS,
     ARBLoss,
@@ -33,7 +32,7 @@ from methods import (
     mixup_criterion,
     resolve_loss,
 )
-from tests.conftest import DIGITS_CE, ROOT, only_run_dir, read_metrics
+from tests.conftest import DIGITS_CE, ROOT, only_run_dir, read_metrics, signal_after_step
 from utils.errors import ConfigError, DataError
 
 SHAPES = [(1, 2), (7, 3), (16, 10), (33, 17)]
@@ -489,19 +488,10 @@ def test_drw_starts_at_drw_epoch_in_training_and_after_a_resume(tmp_path, monkey
     assert rec.seen == [(e, e >= 2) for e in range(3) for _ in range(steps)]
     baseline = strip_seconds(read_metrics(only_run_dir(str(tmp_path / "a"))))
 
-    calls = {"n": 0}
-    real = StopFlag.any_rank
-
-    def stop_in_epoch_2(self):  # a SIGTERM during step 3 of epoch index 2
-        calls["n"] += 1
-        if calls["n"] == 2 * steps + 3:
-            self.signum = signal.SIGTERM
-        return real(self)
-
-    monkeypatch.setattr(StopFlag, "any_rank", stop_in_epoch_2)
+    signal_after_step(monkeypatch, 2 * steps + 3)  # a SIGTERM during step 3 of epoch index 2
     out = str(tmp_path / "b")
     assert train_stage1.main(args + ["output_dir", out]) == 128 + signal.SIGTERM
-    monkeypatch.setattr(StopFlag, "any_rank", real)
+    monkeypatch.undo()
     rec = DrwRecorder()
     assert train_stage1.main(args + ["output_dir", out, "resume", "auto"], hooks=[rec]) == 0
     assert rec.seen == [(2, True)] * (steps - 3)

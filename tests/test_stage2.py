@@ -16,10 +16,9 @@ import train_stage2
 from config import load_config
 from engine.evaluation import PostHoc, TauNormalised
 from engine.stage2 import Stage2Trainer
-from engine.state import StopFlag
 from methods import LabelAwareSmoothing, las_epsilons
 from models.heads import LearnableWeightScaling
-from tests.conftest import DIGITS_CE, ROOT, only_run_dir, read_metrics
+from tests.conftest import DIGITS_CE, ROOT, only_run_dir, read_metrics, signal_after_step
 from utils.checkpoint import load_checkpoint
 from utils.comm import DistInfo
 
@@ -175,20 +174,11 @@ def test_resume_inside_stage2_is_exact(stage1, tmp_path, monkeypatch):
     base = tmp_path / "base"
     opts = ["num_epochs", "3"]
     run_stage2(S2_MISLAS, base, stage1, *opts)
-    calls = {"n": 0}
-    real = StopFlag.any_rank
-
-    def fake(self):  # SIGTERM during step 3 of epoch 2
-        calls["n"] += 1
-        if calls["n"] == 12:
-            self.signum = signal.SIGTERM
-        return real(self)
-
-    monkeypatch.setattr(StopFlag, "any_rank", fake)
+    signal_after_step(monkeypatch, 12)  # SIGTERM during step 3 of epoch 2
     cut = tmp_path / "cut"
     args = ["--cfg", S2_MISLAS, "output_dir", str(cut), "resume", stage1, *FAST, *opts]
     assert train_stage2.main(args) == 128 + signal.SIGTERM
-    monkeypatch.setattr(StopFlag, "any_rank", real)
+    monkeypatch.undo()
     run = only_run_dir(str(cut))
     ckpt = load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))
     assert (ckpt["stage"], ckpt["epoch"]) == (2, 1) and ckpt["iteration"] > 0
