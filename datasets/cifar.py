@@ -15,6 +15,7 @@ import torchvision.transforms as T
 from datasets.common import (
     ArrayImageDataset,
     DataBundle,
+    check_num_classes,
     lt_counts,
     lt_indices,
     policy_augmentation,
@@ -201,9 +202,7 @@ def build_cifar(cfg, name: str, dry_run: bool = False) -> DataBundle:
     """CIFAR-10-LT / CIFAR-100-LT: long-tailed training split, balanced test set
     (``dry_run``: create and download nothing)."""
     spec = _SPECS[name]
-    if cfg.num_classes != spec["classes"]:
-        raise DataError(f"key 'num_classes' is {cfg.num_classes} but {name} has "
-                        f"{spec['classes']} classes")
+    check_num_classes(cfg.num_classes, spec["classes"], name)
     x_tr, y_tr, x_te, y_te = load_cifar_arrays(name, cfg.data_path, cfg.download,
                                                dry_run)
     n_max = int(np.bincount(y_tr, minlength=spec["classes"]).max())

@@ -13,7 +13,14 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from utils.errors import ConfigError
+from utils.errors import ConfigError, DataError
+
+
+def check_num_classes(num_classes: int, found: int, what: str) -> None:
+    """The config's ``num_classes`` must be the data's class count; else one DataError line
+    naming both (``what``: the data set, e.g. 'cifar10')."""
+    if num_classes != found:
+        raise DataError(f"key 'num_classes' is {num_classes} but {what} has {found} classes")
 
 
 def lt_counts(n_max: int, num_classes: int, imb_factor: float, imb_type: str = "exp") -> List[int]:

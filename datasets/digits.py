@@ -13,7 +13,7 @@ from typing import Tuple
 import numpy as np
 import torchvision.transforms as T
 
-from datasets.common import ArrayImageDataset, DataBundle, lt_counts
+from datasets.common import ArrayImageDataset, DataBundle, check_num_classes, lt_counts
 from utils.errors import DataError
 
 DIGITS_MEAN = (0.3051,)
@@ -42,8 +42,7 @@ def load_digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
 
 
 def build_digits(cfg) -> DataBundle:
-    if cfg.num_classes != 10:
-        raise DataError(f"key 'num_classes' is {cfg.num_classes} but digits has 10 classes")
+    check_num_classes(cfg.num_classes, 10, "digits")
     values, labels = load_digits_arrays()
     images = np.round(values * (255.0 / 16.0)).astype(np.uint8)[..., None]  # N x 8 x 8 x 1
     rng = np.random.RandomState(0)

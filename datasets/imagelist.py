@@ -25,7 +25,7 @@ from PIL import Image
 
 from datasets.class_order import MODES, class_order
 from datasets.common import DataBundle, SeededImageDataset, policy_augmentation
-from utils.errors import ConfigError, DataError
+from utils.errors import ConfigError, DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +96,6 @@ class ImageList:
     images: PathTable
     labels: np.ndarray  # int64
     lines: np.ndarray  # int64
-
-
-def _first_line(text: str) -> str:
-    return text.splitlines()[0] if text.strip() else ""
 
 
 def _show(b: bytes) -> str:
@@ -278,7 +274,7 @@ class ImageListDataset(SeededImageDataset):
         except FileNotFoundError:
             raise DataError(f"image file not found: {path}{src}") from None
         except OSError as e:  # PIL's UnidentifiedImageError, truncated files, permissions
-            raise DataError(f"cannot read image {path}{src}: {_first_line(str(e))}") from None
+            raise DataError(f"cannot read image {path}{src}: {first_line(e)}") from None
 
 
 

@@ -56,7 +56,7 @@ from datasets.common import DataBundle, EpochSampler, apply_seeded, has_policy
 from datasets.imagelist import IMAGENET_MEAN, IMAGENET_STD, ImageListDataset, transforms
 from datasets.samplers import TrainSampler
 from datasets.workers import data_loader, shutdown_workers
-from utils.errors import DataError
+from utils.errors import DataError, first_line
 
 __all__ = ["ImageListLoader", "imagelist_loader_for", "TrainRecipe", "draw_train_params",
            "dct_reduction", "crop_to_uint8", "color_jitter", "PARAMS"]
@@ -247,8 +247,7 @@ def _image_error(dataset: ImageListDataset, path: str, e: OSError) -> DataError:
     src = f" (listed in {dataset.list_file})" if dataset.list_file else ""
     if isinstance(e, FileNotFoundError):
         return DataError(f"image file not found: {path}{src}")
-    text = str(e).splitlines()[0] if str(e).strip() else ""
-    return DataError(f"cannot read image {path}{src}: {text}")
+    return DataError(f"cannot read image {path}{src}: {first_line(e)}")
 
 
 class _Items(Dataset):
@@ -495,7 +494,7 @@ def _gpu_decode_works(device: torch.device) -> bool:
             if img.shape != (3, 16, 16):
                 why = f"a test image decoded to shape {tuple(img.shape)}"
         except Exception as e:  # noqa: BLE001 -- any failure means: decode on the CPU
-            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            why = f"{type(e).__name__}: {first_line(e)}"
     if why:
         log.warning("decode 'cuda': GPU JPEG decoding unavailable (%s); decoding on the CPU",
                     why)

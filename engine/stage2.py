@@ -58,10 +58,11 @@ class Stage2Trainer(Trainer):
 
     STAGE = 2
 
-    def __init__(self, cfg, dist: comm.DistInfo, hooks: Sequence[HookBase] = (), data=None):
+    def __init__(self, cfg, dist: comm.DistInfo, hooks: Sequence[HookBase] = (), data=None,
+                 dry_run: bool = False):
         self.method = cfg.stage2_method
         self.init_from: Optional[Tuple[str, dict]] = None  # the stage-1 checkpoint
-        super().__init__(cfg, dist, hooks, data)
+        super().__init__(cfg, dist, hooks, data, dry_run)
 
     # ------------------------------------------------------------------ parts
     def build_network(self) -> LTNet:

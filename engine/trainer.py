@@ -22,6 +22,7 @@ import torch.nn as nn
 from analysis.metrics import class_ranges
 from config import cfg_from_yaml_string, cfg_to_yaml
 from datasets import DataBundle, build_data
+from datasets.common import check_num_classes
 from datasets.loader import eval_loader, train_loader
 from datasets.workers import shutdown_workers
 from engine.checkpointer import Checkpointer
@@ -72,7 +73,8 @@ class Trainer:
     ``streams`` (random streams of batch mixing), ``state`` (:class:`TrainState`), ``cut`` (the
     statistics of an interrupted epoch), ``run_dir``, ``writer`` (TensorBoard, rank 0),
     the loaders and the hooks. ``hooks`` given here run after the default ones;
-    ``data`` replaces the config's data set (benchmarks, tests).
+    ``data`` replaces the config's data set (benchmarks, tests); ``dry_run`` builds for
+    :meth:`summary` only (no pretrained weights are fetched).
     """
 
     STAGE = 1  # saved in checkpoints ('stage'), so stage 2 tells its own from stage 1's
@@ -83,15 +85,14 @@ class Trainer:
     position: Optional["_Position"] = None  # where the loop is, for the log of an error
 
     def __init__(self, cfg, dist: comm.DistInfo, hooks: Sequence[HookBase] = (),
-                 data: Optional[DataBundle] = None):
+                 data: Optional[DataBundle] = None, dry_run: bool = False):
         self.cfg = cfg
+        self.dry_run = dry_run  # build for a summary only: no weights are downloaded
         self.dist = dist
         self.device = dist.device
         seed_everything(cfg.seed, cfg.deterministic, self.device)
         self.data = data if data is not None else build_data(cfg)
-        if len(self.data.cls_num_list) != cfg.num_classes:
-            raise ConfigError(f"key 'num_classes' is {cfg.num_classes} but the data has "
-                              f"{len(self.data.cls_num_list)} classes")
+        check_num_classes(cfg.num_classes, len(self.data.cls_num_list), "the data")
         self.ranges = class_ranges(cfg, self.data.cls_num_list)
         self.net = self.build_network()
         self.criterion = self.build_criterion()
@@ -113,7 +114,8 @@ class Trainer:
     # ------------------------------------------------------------------ parts
     def build_network(self) -> LTNet:
         """The network of ``cfg.backbone`` with a ``num_classes``-way classifier."""
-        return build_network(self.cfg, self.cfg.num_classes, self.data.in_channels)
+        return build_network(self.cfg, self.cfg.num_classes, self.data.in_channels,
+                             pretrained=False if self.dry_run else None)
 
     def build_criterion(self) -> ClassCountLoss:
         """The training loss of the config (``loss`` and the reference flags)."""

@@ -46,7 +46,7 @@ from models.heads import PooledClassifier
 from models.ltnet import LTNet
 from models.resnet import RESNET_SPECS, ResNetFE, torchvision_weights
 from utils.checkpoint import _mismatch, strip_module_prefix
-from utils.errors import CheckpointError, ConfigError
+from utils.errors import CheckpointError, ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,8 @@ def load_pretrained_file(path: str, name: str) -> Dict[str, torch.Tensor]:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
             OSError, KeyError, AttributeError, IndexError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable weights file (key 'pretrained_path'): "
-                              f"{msg[:200]}") from None
+                              f"{first_line(e)[:200]}") from None
     return _backbone_state(raw, path, name)
 
 
@@ -126,10 +125,10 @@ def load_torchvision_weights(name: str) -> Tuple[Dict[str, torch.Tensor], str]:
     try:
         raw = weights.get_state_dict(progress=False)
     except Exception as e:  # noqa: BLE001 - offline, DNS, proxy, HTTP error, corrupt cache
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"cannot get ImageNet weights for {name} from torchvision "
-                          f"({weights.url}: {reason[:160]}); when offline set pretrained_path "
-                          "to a local weights file or not_pretrained True") from None
+                          f"({weights.url}: {first_line(e)[:160]}); when offline set "
+                          "pretrained_path to a local weights file or not_pretrained True"
+                          ) from None
     return _backbone_state(raw, weights.url, name), weights.url
 
 
@@ -156,7 +155,8 @@ def build_places_network(cfg, num_classes: int, in_channels: int = 3,
         log.warning("not_pretrained True: the frozen %s keeps its random initialisation "
                     "(only meaningful for tests)", name)
     elif not pretrained:
-        log.info("backbone weights of %s will come from the checkpoint", name)
+        log.info("ImageNet weights of %s not loaded (a checkpoint provides the backbone, or "
+                 "this is a dry run)", name)
     elif cfg.pretrained_path:
         state, source = load_pretrained_file(cfg.pretrained_path, name), cfg.pretrained_path
     else:

@@ -420,7 +420,11 @@ def test_dry_run_of_seed_configs(trees, dataset, tmp_path, capsys, monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("--dry-run opened an image")
     monkeypatch.setattr(Image, "open", refuse)
-    extra = ["not_pretrained", "True"] if dataset == "places" else []
+    # Places: a dry run fetches no ImageNet weights either
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file",
+                        lambda *a, **k: pytest.fail("--dry-run tried to download weights"))
+    extra = []
     out = tmp_path / "out"
     assert train_stage1.main(["--cfg", os.path.join(ROOT, SEED_CONFIGS[dataset]), "--dry-run",
                               "data_path", trees[dataset], "num_classes", "5", *RANGES,
@@ -436,7 +440,7 @@ def test_dry_run_of_seed_configs(trees, dataset, tmp_path, capsys, monkeypatch):
     if dataset == "places":
         assert "block: 4,462,592 parameters" in text
         assert "classifier: 10,245 parameters" in text
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "hub").exists()
 
 
 @pytest.mark.parametrize("dataset,pipeline", [(d, "fast") for d in sorted(SEED_CONFIGS)]
