@@ -4,6 +4,7 @@ an analysis report.
     python eval.py --cfg config/cifar10/cifar10_imb001_stage1_mixup.yaml resume CKPT
     python eval.py --cfg CFG --out DIR --no-nc resume CKPT
     python eval.py --cfg CFG resume CKPT --json           # flags may come anywhere
+    python eval.py --cfg CFG resume CKPT --tau-sweep tau_norm [--tau-grid 0:2:0.1]
 
 Prints the metrics (``--json``: one JSON object) and writes a report folder: by default
 ``<run folder>/eval_<checkpoint stem>/`` for a checkpoint in a run's ``ckps`` folder (the
@@ -12,6 +13,12 @@ chooses it, ``--no-report`` skips it. The folder holds ``report.json`` (overall 
 per-class metrics, calibration table, neural-collapse metrics), ``per_class.csv`` and the
 figures ``reliability.png``, ``per_class_accuracy.png`` and ``weight_norm.png``.
 Neural-collapse metrics need one pass over the training set; ``--no-nc`` skips it.
+
+``--tau-sweep tau_norm | logit_adjust`` chooses the tau of a post-hoc correction on held-out
+data instead (``engine/tau_sweep.py``): it scores every tau of ``--tau-grid`` on the selection
+split (``--select-on``: the data set's validation list, or a class-stratified half of the test
+set where there is none), prints the table and the report split's metrics at the chosen tau,
+and writes ``tau_sweep_<method>.json`` / ``.csv`` into the report folder.
 
 Exit status: 0 done; 2 user error (one line on stderr, no report written: a checkpoint that
 cannot be read, does not fit or holds NaN / Inf weights, an unreadable image...); 130 Ctrl-C.
@@ -29,13 +36,31 @@ import torch
 
 from analysis.metrics import class_ranges, classification_report
 from analysis.neural_collapse import nc_analysis
-from analysis.report import build_eval_report, classifier_row_norms, json_safe, write_eval_report
+from analysis.report import (
+    build_eval_report,
+    classifier_row_norms,
+    json_safe,
+    write_eval_report,
+    write_tau_sweep,
+)
 from config import load_config
 from datasets import build_data
 from datasets.loader import eval_loader
 from engine import autocast_factory, distributed_session
 from engine.cli import ScriptParser
 from engine.evaluation import PostHoc, predict, training_features
+from engine.tau_sweep import (
+    DEFAULT_GRID,
+    METHODS,
+    SELECT_ON,
+    Outputs,
+    as_json,
+    format_table,
+    parse_grid,
+    resolve_select_on,
+    run_sweep,
+    stratified_halves,
+)
 from models import build_network
 from models.heads import LearnableWeightScaling
 from utils import comm
@@ -58,6 +83,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--no-report", action="store_true", help="only print the metrics")
     p.add_argument("--no-nc", action="store_true",
                    help="skip the neural-collapse metrics (a pass over the training set)")
+    p.add_argument("--tau-sweep", choices=METHODS, default=None, metavar="METHOD",
+                   help="choose the tau of a post-hoc correction on held-out data: "
+                        + " | ".join(METHODS))
+    p.add_argument("--tau-grid", default=DEFAULT_GRID, metavar="GRID",
+                   help=f"taus of the sweep: start:stop:step or a,b,c (default {DEFAULT_GRID})")
+    p.add_argument("--select-on", choices=SELECT_ON, default="auto",
+                   help="selection split of the sweep: val (the validation list), test-half (a "
+                        "stratified half of the test set; the report uses the other half), auto "
+                        "(val where the data set has one)")
     return p.parse_args(argv)
 
 
@@ -90,6 +124,83 @@ def run_eval(cfg, local_rank: Optional[int] = None, out_dir: Optional[str] = Non
     return _run_eval(cfg, local_rank, out_dir, nc, report)[0]
 
 
+def _network(cfg, data, device: torch.device) -> Tuple[torch.nn.Module, dict]:
+    """The network of the config with the weights of the checkpoint ``cfg.resume``, on
+    ``device``, and that checkpoint."""
+    net = build_network(cfg, cfg.num_classes, data.in_channels)
+    ckpt = load_checkpoint(cfg.resume, legacy=cfg.legacy_checkpoint)
+    if "state_dict_lws_model" in ckpt:  # a stage-2 checkpoint (ours or MiSLAS's)
+        net.lws = LearnableWeightScaling(cfg.num_classes)
+    load_network_state(net, ckpt, cfg.resume)
+    return net.to(device), ckpt
+
+
+def run_tau_sweep(cfg, method: str, grid: List[float], select_on: str = "auto",
+                  local_rank: Optional[int] = None, out_dir: Optional[str] = None,
+                  report: bool = True) -> dict:
+    """The tau sweep of ``method`` for the checkpoint ``cfg.resume`` (all ranks return it):
+    :func:`engine.tau_sweep.as_json` plus the checkpoint, and ``report_dir`` where rank 0
+    wrote ``tau_sweep_<method>.json`` / ``.csv`` (with ``report``)."""
+    return _run_tau_sweep(cfg, method, grid, select_on, local_rank, out_dir, report)[0]
+
+
+def _run_tau_sweep(cfg, method: str, grid: List[float], select_on: str,
+                   local_rank: Optional[int], out_dir: Optional[str], report: bool
+                   ) -> Tuple[dict, int]:
+    if not cfg.resume:
+        raise ConfigError("no checkpoint given: add 'resume PATH' after the config")
+    if cfg.eval_tau_norm or cfg.eval_logit_adjust:
+        raise ConfigError("--tau-sweep chooses tau itself: set keys 'eval_tau_norm' and "
+                          "'eval_logit_adjust' to 0 (they are "
+                          f"{cfg.eval_tau_norm:g} and {cfg.eval_logit_adjust:g})")
+    with distributed_session(cfg, local_rank) as dist:
+        device = dist.device
+        data = build_data(cfg)
+        where = resolve_select_on(select_on, data.val is not None, cfg.dataset)
+        ranges = class_ranges(cfg, data.cls_num_list)
+        net, ckpt = _network(cfg, data, device)
+        autocast = autocast_factory(cfg, device)
+
+        def outputs(split: str) -> Outputs:
+            loader = eval_loader(cfg, data, split, device, dist.rank, dist.world_size)
+            logits, target, feats = predict(net, loader, device, autocast, with_features=True,
+                                            progress_every=cfg.print_freq, desc=split)
+            return Outputs(logits, feats, target)
+
+        test = outputs("test")
+        if where == "val":
+            select, rest = outputs("val"), test
+        else:
+            halves = stratified_halves(test.target, cfg.seed)
+            select, rest = test.subset(halves[0]), test.subset(halves[1])
+        res = run_sweep(method, grid, select, rest, net, data.cls_num_list, ranges, where)
+        result = as_json(res, {"checkpoint": os.path.abspath(cfg.resume),
+                               "checkpoint_epoch": int(ckpt.get("epoch", 0)),
+                               "table": format_table(res)})
+        if report:
+            out = out_dir or default_report_dir(cfg.resume, cfg)
+            if comm.is_main_process():
+                paths = write_tau_sweep(result, out)
+                log.info("tau sweep written to %s", ", ".join(paths.values()))
+            result["report_dir"] = os.path.abspath(out)
+            comm.synchronize()
+        return result, dist.rank
+
+
+def format_sweep(r: dict) -> str:
+    """The sweep's table and its outcome, for the terminal."""
+    sel = {"val": "the validation split", "test-half": "half of the test set"}[r["select_on"]]
+    rep = {"val": "the test set", "test-half": "the other half"}[r["select_on"]]
+
+    def line(m: dict) -> str:
+        return (f"Acc@1 {m['acc1']:.3f} many {m['many']:.3f} medium {m['medium']:.3f} "
+                f"few {m['few']:.3f} ECE {m['ece']:.3f}")
+
+    return (f"{r['method']} sweep, selected on {sel} ({r['n_select']} images):\n{r['table']}\n"
+            f"chosen tau {r['tau']:g}; on {rep} ({r['n_report']} images): {line(r['report'])}\n"
+            f"without the correction: {line(r['uncorrected'])}")
+
+
 def _run_eval(cfg, local_rank: Optional[int], out_dir: Optional[str], nc: bool,
               report: bool) -> Tuple[dict, int]:
     """:func:`run_eval` and this process's rank (the process group is gone afterwards)."""
@@ -99,12 +210,7 @@ def _run_eval(cfg, local_rank: Optional[int], out_dir: Optional[str], nc: bool,
         device = dist.device
         data = build_data(cfg)
         ranges = class_ranges(cfg, data.cls_num_list)
-        net = build_network(cfg, cfg.num_classes, data.in_channels)
-        ckpt = load_checkpoint(cfg.resume, legacy=cfg.legacy_checkpoint)
-        if "state_dict_lws_model" in ckpt:  # a stage-2 checkpoint (ours or MiSLAS's)
-            net.lws = LearnableWeightScaling(cfg.num_classes)
-        load_network_state(net, ckpt, cfg.resume)
-        net.to(device)
+        net, ckpt = _network(cfg, data, device)
         autocast = autocast_factory(cfg, device)
         posthoc = PostHoc.from_config(cfg, data.cls_num_list)
         if posthoc:
@@ -165,6 +271,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     with exit_on_user_error("eval.py"):
         args = parse_args(argv)
         cfg = load_config(args.cfg, args.opts, stage=None)
+        if args.tau_sweep:
+            grid = parse_grid(args.tau_grid)
+            r, rank = _run_tau_sweep(cfg, args.tau_sweep, grid, args.select_on, args.local_rank,
+                                     args.out, report=not args.no_report)
+            if rank == 0:
+                print(json.dumps(json_safe(r)) if args.json else format_sweep(r))
+                if "report_dir" in r and not args.json:
+                    print(f"written to: {r['report_dir']}")
+            return 0
         m, rank = _run_eval(cfg, args.local_rank, out_dir=args.out, nc=not args.no_nc,
                             report=not args.no_report)
         if rank == 0:

@@ -162,3 +162,26 @@ def log_epoch_figures(writer, epoch: int, net: nn.Module, cls_num_list: Sequence
         writer.add_figure("figures/weight_norm", plots.weight_norm_plot(
             counts, norms.tolist(), ranges, f"epoch {epoch}: classifier weight norm"), epoch)
     writer.flush()
+
+
+def write_tau_sweep(result: Mapping[str, Any], out_dir: str) -> Dict[str, str]:
+    """Write a tau sweep (:func:`engine.tau_sweep.as_json`) as ``tau_sweep_<method>.json``
+    and ``tau_sweep_<method>.csv`` (one row per tau, the selection split's metrics) into
+    ``out_dir``; returns name -> path."""
+    stem = os.path.join(out_dir, f"tau_sweep_{result['method']}")
+    paths = {"json": stem + ".json", "csv": stem + ".csv"}
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(paths["json"], "w", encoding="utf-8") as f:
+            json.dump(json_safe(dict(result)), f, indent=1, allow_nan=False)
+            f.write("\n")
+        with open(paths["csv"], "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            columns = list(result["rows"][0]) if result["rows"] else ["tau"]
+            w.writerow(columns + ["chosen"])
+            for row in result["rows"]:
+                w.writerow([f"{row[k]:.6g}" for k in columns] + [int(row["tau"] == result["tau"])])
+    except OSError as e:
+        raise ReportError(f"cannot write the tau sweep in {out_dir!r} ({e.strerror or e}); "
+                          "choose another folder with --out") from None
+    return paths

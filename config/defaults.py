@@ -71,6 +71,7 @@ _C.download = True  # CIFAR: download the archive with torchvision when the file
 _C.digits_test_per_class = 50  # digits: held-out balanced test images per class
 _C.train_list = ''  # image-list data: training list file ('' = data set default)
 _C.test_list = ''  # image-list data: test list file ('' = data set default)
+_C.val_list = ''  # image-list data: validation list for eval.py --tau-sweep ('' = the default)
 _C.class_order = 'reference'  # image-list count ties: reference (published numpy 1.x) | stable (id)
 _C.image_size = 224  # image-list data: training crop / test centre-crop size
 _C.resize_size = 256  # image-list data: test images are resized to this before the centre crop

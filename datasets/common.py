@@ -207,4 +207,5 @@ class DataBundle:
     name: str
     in_channels: int = 3
     train_eval: Optional[Dataset] = None  # training images with test transforms (features)
+    val: Optional[Dataset] = None  # a validation split (test transforms), where there is one
     extra: dict = field(default_factory=dict)

@@ -43,6 +43,7 @@ class ListSpec(NamedTuple):
     title: str
     train_list: str
     test_list: str
+    val_list: str  # '' where the published data set has no validation list apart from test
     mean: Tuple[float, float, float]
     std: Tuple[float, float, float]
     published_dirs: Tuple[str, ...]
@@ -53,11 +54,14 @@ class ListSpec(NamedTuple):
 # and Places-LT's from ./data/Places/Places-LT/ (datasets/{imagenet,ina2018,places}.py).
 LIST_SPECS: Dict[str, ListSpec] = {
     "imagenet": ListSpec("ImageNet-LT", "ImageNet_LT_train.txt", "ImageNet_LT_test.txt",
-                         IMAGENET_MEAN, IMAGENET_STD, ("datasets/data_txt",)),
+                         "ImageNet_LT_val.txt", IMAGENET_MEAN, IMAGENET_STD,
+                         ("datasets/data_txt",)),
+    # iNaturalist 2018's "val" list is its test set: there is no separate validation list
     "ina2018": ListSpec("iNaturalist 2018", "iNaturalist18_train.txt", "iNaturalist18_val.txt",
-                        INAT_MEAN, INAT_STD, ("datasets/data_txt", "data/iNaturelist2018")),
+                        "", INAT_MEAN, INAT_STD, ("datasets/data_txt", "data/iNaturelist2018")),
     "places": ListSpec("Places-LT", "Places_LT_train.txt", "Places_LT_test.txt",
-                       IMAGENET_MEAN, IMAGENET_STD, ("datasets/data_txt", "data/Places/Places-LT")),
+                       "Places_LT_val.txt", IMAGENET_MEAN, IMAGENET_STD,
+                       ("datasets/data_txt", "data/Places/Places-LT")),
 }
 
 
@@ -304,6 +308,19 @@ def _sizes(cfg) -> Tuple[int, int]:
     return image_size, resize_size
 
 
+def _val_list(name: str, root: str, spec: ListSpec) -> Optional[str]:
+    """The validation list (only eval.py's tau sweep reads it): a ``val_list`` that is given
+    must exist; the data set's default is used when it is found, else there is none."""
+    if name:
+        return locate_list(name, root, spec, f"{spec.title} validation list (key 'val_list')")
+    if not spec.val_list:
+        return None
+    try:
+        return locate_list(spec.val_list, root, spec, f"{spec.title} validation list")
+    except DataError:
+        return None
+
+
 def build_imagelist(cfg, dataset: str) -> DataBundle:
     """ImageNet-LT / iNaturalist 2018 / Places-LT: the list files from ``cfg.data_path`` or
     the published folders (:func:`locate_list`), images under ``cfg.data_path``."""
@@ -316,6 +333,7 @@ def build_imagelist(cfg, dataset: str) -> DataBundle:
                              f"{spec.title} training list")
     test_file = locate_list(cfg.get("test_list", "") or spec.test_list, root, spec,
                             f"{spec.title} test list")
+    val_file = _val_list(cfg.get("val_list", ""), root, spec)
     num_classes = cfg.num_classes
     image_size, resize_size = _sizes(cfg)
 
@@ -331,6 +349,9 @@ def build_imagelist(cfg, dataset: str) -> DataBundle:
                         f"{shown})")
     test = read_image_list(test_file, f"{spec.title} test list")
     check_labels(test, num_classes)
+    val = read_image_list(val_file, f"{spec.title} validation list") if val_file else None
+    if val is not None:
+        check_labels(val, num_classes)
     # One stat (no image is opened) catches a data_path that holds the lists but not the images.
     first = os.path.join(root, train.images[0])
     if not os.path.isfile(first):
@@ -341,6 +362,8 @@ def build_imagelist(cfg, dataset: str) -> DataBundle:
     log.info("%s: %d training images, %d test images, %d classes (%d..%d per class, class "
              "order %s); lists %s, %s", spec.title, len(y_train), len(y_test), num_classes,
              counts[0], counts[-1], mode, train_file, test_file)
+    if val is not None:
+        log.info("%s: %d validation images (list %s)", spec.title, len(val.labels), val_file)
 
     policy = policy_augmentation(cfg, T.AutoAugmentPolicy.IMAGENET)
 
@@ -353,6 +376,7 @@ def build_imagelist(cfg, dataset: str) -> DataBundle:
         train=make(train, y_train, True), test=make(test, y_test, False),
         cls_num_list=counts.tolist(), name=spec.title, in_channels=3,
         train_eval=make(train, y_train, False),
+        val=None if val is None else make(val, new_id_of_old[val.labels], False),
         extra={"mean": spec.mean, "std": spec.std,
                # original label of each remapped class: class_ids[new] = id in the list files
                "class_ids": np.argsort(new_id_of_old).tolist()})

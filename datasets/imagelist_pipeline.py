@@ -521,12 +521,13 @@ def imagelist_loader_for(data: DataBundle, batch_size: int, device, seed: int,
                          sampler: Optional[TrainSampler] = None
                          ) -> Optional[ImageListLoader]:
     """An :class:`ImageListLoader` over ``data.train`` (``split='train'``: training
-    augmentation), ``data.test`` (``'test'``) or ``data.train_eval`` (``'train_eval'``), or
+    augmentation), ``data.test`` (``'test'``), ``data.val`` (``'val'``) or ``data.train_eval``
+    (``'train_eval'``), or
     None when that split is not an :class:`ImageListDataset` carrying the reference
     transform of :func:`datasets.imagelist.transforms` without an augmentation policy (other
     data sets keep their path). Sizes come from that transform, mean / std from
     ``data.extra``; ``sampler``: the training sampler (None: :class:`EpochSampler`)."""
-    dataset = {"train": data.train, "test": data.test, "train_eval": data.train_eval}[split]
+    dataset = getattr(data, split)
     if not isinstance(dataset, ImageListDataset):
         return None
     sizes = _sizes(dataset.transform)

@@ -118,10 +118,10 @@ def train_loader(cfg, data: DataBundle, device: torch.device, rank: int, world_s
 
 def eval_loader(cfg, data: DataBundle, split: str, device: torch.device, rank: int,
                 world_size: int):
-    """An in-order loader over ``data.test`` (``split='test'``) or ``data.train_eval`` (the
-    training images with test transforms, ``'train_eval'``) for this rank, every sample on
-    exactly one rank, with the config's evaluation batch size (``test_batch_size``, 0 =
-    ``batch_size``)."""
+    """An in-order loader over ``data.test`` (``split='test'``), ``data.val`` (``'val'``) or
+    ``data.train_eval`` (the training images with test transforms, ``'train_eval'``) for this
+    rank, every sample on exactly one rank, with the config's evaluation batch size
+    (``test_batch_size``, 0 = ``batch_size``)."""
     batch = per_rank_batch(cfg.test_batch_size or cfg.batch_size, world_size)
     workers = per_rank_workers(cfg.workers, world_size)
     if cfg.imagelist_pipeline == "fast":
@@ -129,7 +129,6 @@ def eval_loader(cfg, data: DataBundle, split: str, device: torch.device, rank: i
                                       split=split)
         if loader is not None:
             return loader
-    dataset = {"test": data.test, "train_eval": data.train_eval}[split]
-    return build_loader(dataset, batch, train=False, seed=cfg.seed, rank=rank,
+    return build_loader(getattr(data, split), batch, train=False, seed=cfg.seed, rank=rank,
                         world_size=world_size, workers=workers,
                         pin_memory=device.type == "cuda")
