@@ -387,6 +387,11 @@ def validate(cfg: CN, stage: Optional[int] = 1) -> None:
                           "(mixup draws lam from Beta(alpha, alpha)), or mixup False")
     if cfg.LAS and (cfg.smooth_head is None or cfg.smooth_tail is None):
         raise ConfigError("LAS: True needs 'smooth_head' and 'smooth_tail' (numbers in [0, 1))")
+    name = cfg.name or ""
+    if any(c in name for c in "/\\\0"):
+        # the run folder is <output_dir>/<name>_<time>: a path here would leave output_dir
+        raise ConfigError(f"key 'name' is {_show(name)}; accepted: a folder name without '/' "
+                          "or '\\' (runs go to <output_dir>/<name>_<YYYYmmddHHMM>)")
     check_class_ranges(cfg)
 
 

@@ -181,6 +181,10 @@ def test_config_errors(tmp_path, text, opts, match):
      "command line: key 'mixup' expects a bool, got 'yes'; accepted: True or False"),
     ("name: [a, b]\n", [],
      "bad.yaml: key 'name' expects a string, got ['a', 'b']; accepted: a string"),
+    # a path as name would put the run folder outside output_dir
+    ("", ["name", "../up"], "key 'name' is '../up'; accepted: a folder name without '/' or '\\' "
+     "(runs go to <output_dir>/<name>_<YYYYmmddHHMM>)"),
+    ("name: a/b\n", [], "key 'name' is 'a/b'; accepted: a folder name without '/'"),
     ("lr: {a: 1}\n", [], "bad.yaml: key 'lr' takes a single value, not a mapping (got "
      "{'a': 1}); accepted: a number > 0"),
     ("", ["world_size", "0"],

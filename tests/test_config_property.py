@@ -150,6 +150,8 @@ def wrong_values(key):
             parts.append(BAD_LR_STEPS)
     elif t is str:
         parts.append(st.lists(WORDS, max_size=2))
+        if key == "name":  # a path would put the run folder outside output_dir
+            parts.append(st.sampled_from(["a/b", "../up", "/abs", "x\\y"]))
         if choices(key):
             parts += [WORDS.filter(lambda s: s not in choices(key)), st.integers(),
                       st.just("")]
@@ -255,6 +257,8 @@ def right_values(key):
                            allow_nan=False, allow_infinity=False)
     elif key == "mode":
         values = st.sampled_from(["stage1", "stage2"])
+    elif key == "name":  # a folder name: no path separators
+        values = PRINTABLE.filter(lambda s: not set(s) & set("/\\"))
     elif t is str:
         values = st.sampled_from(choices(key)) if choices(key) else PRINTABLE
     else:
