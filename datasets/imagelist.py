@@ -21,7 +21,7 @@ from typing import Callable, Dict, NamedTuple, NoReturn, Optional, Sequence, Tup
 
 import numpy as np
 import torchvision.transforms as T
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from datasets.class_order import MODES, class_order
 from datasets.common import DataBundle, SeededImageDataset, policy_augmentation
@@ -270,16 +270,24 @@ class ImageListDataset(SeededImageDataset):
     def load(self, index: int) -> Image.Image:
         """Image ``index`` as RGB; a missing or unreadable file is a DataError naming it."""
         path = self.path(index)
-        src = f" (listed in {self.list_file})" if self.list_file else ""
         try:
             with open(path, "rb") as f:
                 img = Image.open(f)
                 return img.convert("RGB")
-        except FileNotFoundError:
-            raise DataError(f"image file not found: {path}{src}") from None
         except OSError as e:  # PIL's UnidentifiedImageError, truncated files, permissions
-            raise DataError(f"cannot read image {path}{src}: {first_line(e)}") from None
+            raise self.image_error(path, e) from None
 
+    def image_error(self, path: str, e: Exception) -> DataError:
+        """The one-line DataError for image ``path`` that could not be read because of ``e``
+        (also raised by the fast path's decoders)."""
+        src = f" (listed in {self.list_file})" if self.list_file else ""
+        if isinstance(e, FileNotFoundError):
+            return DataError(f"image file not found: {path}{src}")
+        if isinstance(e, UnidentifiedImageError):  # its text quotes a Python object's repr
+            why = "not an image file (PIL cannot identify its format)"
+        else:
+            why = first_line(e)
+        return DataError(f"cannot read image {path}{src}: {why}")
 
 
 def transforms(train: bool, image_size: int = 224, resize_size: int = 256,

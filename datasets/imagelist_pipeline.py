@@ -56,7 +56,7 @@ from datasets.common import DataBundle, EpochSampler, apply_seeded, has_policy
 from datasets.imagelist import IMAGENET_MEAN, IMAGENET_STD, ImageListDataset, transforms
 from datasets.samplers import TrainSampler
 from datasets.workers import data_loader, shutdown_workers
-from utils.errors import DataError, first_line
+from utils.errors import first_line
 
 __all__ = ["ImageListLoader", "imagelist_loader_for", "TrainRecipe", "draw_train_params",
            "dct_reduction", "crop_to_uint8", "color_jitter", "PARAMS"]
@@ -242,14 +242,6 @@ def _collate(items: List[_Item]) -> _Batch:
         lengths=torch.tensor([f.numel() for f in files], dtype=torch.int64))
 
 
-def _image_error(dataset: ImageListDataset, path: str, e: OSError) -> DataError:
-    """The DataError of :meth:`ImageListDataset.load` for ``path``."""
-    src = f" (listed in {dataset.list_file})" if dataset.list_file else ""
-    if isinstance(e, FileNotFoundError):
-        return DataError(f"image file not found: {path}{src}")
-    return DataError(f"cannot read image {path}{src}: {first_line(e)}")
-
-
 class _Items(Dataset):
     """What the loader workers compute per sample (see :class:`_Item`)."""
 
@@ -283,7 +275,7 @@ class _Items(Dataset):
                     return _Item(index, target, params, box6, None, encoded)
                 pixels = crop_to_uint8(data, img, box, self.recipe.size, self.draft)
         except OSError as e:  # missing, unidentified, truncated: as ImageListDataset.load
-            raise _image_error(self.source, path, e) from None
+            raise self.source.image_error(path, e) from None
         return _Item(index, target, params, box6, pixels, None)
 
 
@@ -473,7 +465,7 @@ class ImageListLoader:
             pixels = crop_to_uint8(raw, Image.open(io.BytesIO(raw)), tuple(box6[:4]),
                                    self.image_size)
         except (OSError, RuntimeError) as e:  # RuntimeError: torchvision's decoder
-            raise _image_error(self.items.source, path, e) from None
+            raise self.items.source.image_error(path, e) from None
         return pixels.to(self.device)
 
 

@@ -395,6 +395,25 @@ def test_missing_image_in_getitem_names_path(trees, tmp_path):
         data.train[0]
 
 
+@pytest.mark.parametrize("pipeline", ["fast", "reference"])
+def test_unreadable_image_message_is_plain_on_both_paths(trees, tmp_path, pipeline):
+    """PIL's own text for an unidentifiable file quotes a Python object's repr
+    (<_io.BufferedReader name=...>): the message says what is wrong instead."""
+    from datasets.imagelist_pipeline import imagelist_loader_for
+    data = build_data(make_cfg("imagenet", trees["imagenet"]))
+    (tmp_path / "bad.jpg").write_bytes(b"not an image at all")
+    data.test.root = str(tmp_path)
+    data.test.images = type(data.test.images).from_strings(["bad.jpg"])
+    data.test.targets = data.test.targets[:1]
+    loader = (imagelist_loader_for(data, 1, torch.device("cpu"), 0, split="test")
+              if pipeline == "fast" else (data.test[i] for i in range(1)))
+    with pytest.raises(DataError) as e:
+        list(loader)
+    assert str(e.value) == (f"cannot read image {tmp_path / 'bad.jpg'} (listed in "
+                            f"{os.path.join(trees['imagenet'], 'ImageNet_LT_test.txt')}): not an "
+                            "image file (PIL cannot identify its format)")
+
+
 def test_cli_reports_missing_image_as_one_line(tmp_path, capsys):
     root = write_image_tree(str(tmp_path / "data"), "imagenet",
                             train_counts={0: 3, 1: 2, 2: 2}, test_per_class=1)
