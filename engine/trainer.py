@@ -53,7 +53,7 @@ from utils.errors import (
     UserError,
     one_line,
 )
-from utils.logger import add_log_file, format_seconds
+from utils.logger import add_log_file, file_handler, format_seconds
 from utils.rundir import (
     RunDir,
     config_differences,
@@ -342,10 +342,20 @@ class Trainer:
 
     def _log_to_file(self, message: str) -> None:
         """An ERROR record in the run's text log only (the script prints the error itself
-        on stderr)."""
+        on stderr). Another rank appends it there too, marked with its rank: an error of rank
+        1 (a corrupt image in its share) would otherwise be only in that rank's stderr, and
+        the log would show rank 0 stopped by the launcher's SIGTERM without a reason."""
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, (), None)
         if self.log_file is not None:
-            self.log_file.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, message,
-                                                (), None))
+            self.log_file.handle(record)
+        elif self.dist.rank > 0 and self.run_dir is not None:
+            record.msg = f"rank {self.dist.rank}: {message}"
+            try:
+                handler = file_handler(self.run_dir.log_file)  # appends one short line
+            except OSError:
+                return  # the error itself still reaches stderr
+            handler.handle(record)
+            handler.close()
 
     def close(self) -> None:
         """Stop the loaders' worker processes, close TensorBoard and the run's text log, and

@@ -26,11 +26,17 @@ def setup_logging(rank: int = 0, log_file: Optional[str] = None) -> logging.Logg
     return root
 
 
+def file_handler(log_file: str) -> logging.Handler:
+    """A handler appending records to ``log_file`` in the run log's format."""
+    fh = logging.FileHandler(log_file)
+    fh.setFormatter(logging.Formatter(_FMT, datefmt="%Y-%m-%d %H:%M:%S"))
+    return fh
+
+
 def add_log_file(log_file: str) -> logging.Handler:
     """Also write the root logger's records to ``log_file`` (rank 0 calls this); returns the
     handler (remove and close it when the run ends)."""
-    fh = logging.FileHandler(log_file)
-    fh.setFormatter(logging.Formatter(_FMT, datefmt="%Y-%m-%d %H:%M:%S"))
+    fh = file_handler(log_file)
     logging.getLogger().addHandler(fh)
     return fh
 
