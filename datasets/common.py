@@ -154,6 +154,13 @@ class EpochSampler(Sampler):
             share = len(range(self.rank, self.n, self.world_size))
         return max(share - self.start, 0)
 
+    @staticmethod
+    def gathered_order(n: int, world_size: int) -> torch.Tensor:
+        """The data-set index at each position of the rank-major concatenation of every
+        rank's in-order, unpadded share (evaluation loaders gathered over ranks)."""
+        every = torch.arange(n)
+        return torch.cat([every[r::world_size] for r in range(world_size)])
+
 
 # config keys of the augmentation policies (off by default: the published recipes have none)
 POLICY_KEYS = ("autoaugment", "randaugment")

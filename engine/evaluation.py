@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from analysis.metrics import ClassRanges, classification_report
+from datasets.common import EpochSampler
 from utils import comm
 from utils.logger import format_seconds
 
@@ -25,10 +26,12 @@ def predict(net: nn.Module, loader: DataLoader, device: torch.device,
             with_features: bool = False, progress_every: int = 0, desc: str = "eval"
             ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """Logits, targets and (``with_features``) the classifier's ``fc`` inputs of every sample
-    of ``loader``'s data set, on the CPU.
+    of ``loader``'s data set, on the CPU, in the data set's order.
 
-    Under DDP each rank runs its share (no padding) and the results are gathered, so every
-    sample counts exactly once; all ranks return the full tensors.
+    Under DDP each rank runs its share (an evaluation loader: every ``world_size``-th sample,
+    no padding) and the results are gathered, so every sample counts exactly once; all ranks
+    return the full tensors, put back in the data set's order (so that anything indexing
+    them, the tau sweep's split of the test set for one, sees the same rows at any world size).
     """
     was_training = net.training
     net.eval()
@@ -51,9 +54,14 @@ def predict(net: nn.Module, loader: DataLoader, device: torch.device,
             eta = (time.time() - t0) / (i + 1) * (n - i - 1)
             log.info("%s [%d/%d] eta %s", desc, i + 1, n, format_seconds(eta))
     net.train(was_training)
-    gathered = [comm.all_gather_cat(torch.cat(t)).cpu() for t in (logits, targets)]
-    h_all = comm.all_gather_cat(torch.cat(feats)).cpu() if with_features else None
-    return gathered[0], gathered[1], h_all
+    parts = (logits, targets, feats) if with_features else (logits, targets)
+    gathered = [comm.all_gather_cat(torch.cat(t)).cpu() for t in parts]
+    world = comm.get_world_size()
+    if world > 1:
+        where = EpochSampler.gathered_order(gathered[0].shape[0], world)
+        for i, t in enumerate(gathered):
+            gathered[i] = torch.empty_like(t).index_copy_(0, where, t)
+    return gathered[0], gathered[1], gathered[2] if with_features else None
 
 
 class TauNormalised(nn.Module):

@@ -219,6 +219,8 @@ def test_eval_shards_cover_every_sample_once():
                 seen += EpochSampler(n, shuffle=False, rank=rank, world_size=world,
                                      pad=False).indices()
             assert sorted(seen) == list(range(n))
+            # the rank-major concatenation that evaluation gathers, and how it is undone
+            assert EpochSampler.gathered_order(n, world).tolist() == seen
 
 
 def test_training_shards_are_padded_equally():
