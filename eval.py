@@ -8,7 +8,8 @@ an analysis report.
 
 Prints the metrics (``--json``: one JSON object) and writes a report folder: by default
 ``<run folder>/eval_<checkpoint stem>/`` for a checkpoint in a run's ``ckps`` folder (the
-sibling of ``ckps``), else ``eval_<checkpoint stem>/`` beside the checkpoint; ``--out DIR``
+sibling of ``ckps``), else ``eval_<checkpoint stem>/`` beside the checkpoint (with
+``_tau_norm<tau>`` / ``_logit_adjust<tau>`` appended under post-hoc corrections); ``--out DIR``
 chooses it, ``--no-report`` skips it. The folder holds ``report.json`` (overall and
 per-class metrics, calibration table, neural-collapse metrics), ``per_class.csv`` and the
 figures ``reliability.png``, ``per_class_accuracy.png`` and ``weight_norm.png``.
@@ -74,7 +75,7 @@ _CKPT_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar", ".ckpt")
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Flags anywhere; ``opts``: the KEY VALUE overrides ('resume CKPT' among them)."""
-    p = ScriptParser("eval.py", "Evaluate a stage-1 checkpoint and write a report.",
+    p = ScriptParser("eval.py", "Evaluate a checkpoint (stage 1 or 2) and write a report.",
                      overrides="config overrides; 'resume CKPT' names the checkpoint")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--out", default=None, metavar="DIR",
@@ -106,11 +107,16 @@ def checkpoint_stem(path: str) -> str:
 
 def default_report_dir(ckpt: str, cfg) -> str:
     """``<run>/eval_<stem>`` when the checkpoint sits in a ``<model_dir>`` folder of a run
-    (ours and MiSLAS's layout), else ``eval_<stem>`` beside the checkpoint."""
+    (ours and MiSLAS's layout), else ``eval_<stem>`` beside the checkpoint; with post-hoc
+    corrections ``_tau_norm<tau>`` / ``_logit_adjust<tau>`` are appended, so a corrected
+    report never replaces the plain one."""
     folder = os.path.dirname(os.path.abspath(ckpt))
     if os.path.basename(folder) == cfg.model_dir:
         folder = os.path.dirname(folder)
-    return os.path.join(folder, f"eval_{checkpoint_stem(ckpt)}")
+    suffix = "".join(f"_{name}{value:g}" for name, value in
+                     (("tau_norm", cfg.eval_tau_norm), ("logit_adjust", cfg.eval_logit_adjust))
+                     if value)
+    return os.path.join(folder, f"eval_{checkpoint_stem(ckpt)}{suffix}")
 
 
 def run_eval(cfg, local_rank: Optional[int] = None, out_dir: Optional[str] = None,

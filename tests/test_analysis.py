@@ -205,6 +205,13 @@ def test_eval_report_dir_rules(tmp_path):
         "/r/run_1/eval_model_best")
     assert (eval_script.default_report_dir("/d/cifar10_imb001.pth", cfg) ==
         "/d/eval_cifar10_imb001")
+    # a corrected report gets a folder of its own (it replaced the plain one before)
+    cfg.eval_tau_norm = 1.0
+    assert (eval_script.default_report_dir("/r/run_1/ckps/model_best.pth.tar", cfg) ==
+        "/r/run_1/eval_model_best_tau_norm1")
+    cfg.eval_tau_norm, cfg.eval_logit_adjust = 0.5, 1.25
+    assert (eval_script.default_report_dir("/d/x.pth.tar", cfg) ==
+        "/d/eval_x_tau_norm0.5_logit_adjust1.25")
 
 
 # ----------------------------------------------------------------------------- trainer hook
