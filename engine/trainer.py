@@ -78,6 +78,7 @@ class Trainer:
     """
 
     STAGE = 1  # saved in checkpoints ('stage'), so stage 2 tells its own from stage 1's
+    cfg_file = ""  # the yaml file the run was started with (the scripts set it), for hints
 
     # set by setup() for the length of train()
     run_dir: Optional[RunDir] = None
@@ -324,9 +325,9 @@ class Trainer:
         except Interrupted:
             self.save(best=False)
             comm.on_main(log.warning, "interrupted by signal %d at epoch %d, iteration %d; "
-                         "resume with: python train_stage%d.py --cfg <cfg> resume %s",
+                         "resume with: python train_stage%d.py --cfg %s resume %s",
                          self.stop.signum, self.state.epoch + 1, self.state.iteration,
-                         self.STAGE, self.run_dir.current)
+                         self.STAGE, self.cfg_file or "<cfg>", self.run_dir.current)
             return 128 + self.stop.signum
         except NonFiniteLoss as e:
             comm.on_main(log.error, "%s", e)

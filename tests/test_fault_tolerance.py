@@ -71,6 +71,10 @@ def test_interrupt_inside_an_epoch_then_resume_is_exact(baseline, tmp_path, monk
     assert code == 128 + signal.SIGTERM
     monkeypatch.undo()
     run = only_run_dir(str(tmp_path))
+    # the log's hint is a command to copy: the real config file, not a placeholder
+    with open(os.path.join(run, "logs", "digits_imb005_ce.txt")) as f:
+        assert (f"resume with: python train_stage1.py --cfg {DIGITS_CE} resume "
+                f"{os.path.join(run, 'ckps', 'current.pth.tar')}") in f.read()
     ckpt = load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))
     assert (ckpt["epoch"], ckpt["iteration"]) == (1, 3)
     # the cut epoch's per-step losses and batch sizes, one entry per rank
