@@ -202,6 +202,9 @@ class Trainer:
         if comm.is_main_process():
             self.log_file = add_log_file(self.run_dir.log_file)
             log.info("run folder: %s", self.run_dir.path)
+            d = self.dist  # said before the log file opened; the log keeps it too
+            log.info("device %s, %s", d.device, f"{d.world_size} processes, backend {d.backend}"
+                     if d.distributed else "one process")
             if note:
                 log.warning("%s; run folder %s", note, self.run_dir.path)
             elif resume:

@@ -44,6 +44,8 @@ def check_single_run(out_dir, capsys):
     ckpt_path = os.path.join(run, "ckps", "current.pth.tar")
     ckpt = load_checkpoint(ckpt_path)
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
+    with open(os.path.join(run, "logs", "digits_imb005_arbloss.txt")) as f:
+        assert "INFO device cpu, 2 processes, backend gloo\n" in f.read()
     assert not any(k.startswith("module.") for k in ckpt["state_dict_model"])
     # the DDP evaluation logged during training equals a single-process evaluation
     assert eval_script.main(["--cfg", DIGITS_ARB, "--json", "resume", ckpt_path]) == 0
