@@ -62,7 +62,7 @@ from engine.tau_sweep import (
     run_sweep,
     stratified_halves,
 )
-from models import build_network
+from models import build_network, classifier_for_checkpoint
 from models.heads import LearnableWeightScaling
 from utils import comm
 from utils.checkpoint import load_checkpoint, load_network_state
@@ -133,8 +133,9 @@ def run_eval(cfg, local_rank: Optional[int] = None, out_dir: Optional[str] = Non
 def _network(cfg, data, device: torch.device) -> Tuple[torch.nn.Module, dict]:
     """The network of the config with the weights of the checkpoint ``cfg.resume``, on
     ``device``, and that checkpoint."""
-    net = build_network(cfg, cfg.num_classes, data.in_channels)
     ckpt = load_checkpoint(cfg.resume, legacy=cfg.legacy_checkpoint)
+    net = build_network(cfg, cfg.num_classes, data.in_channels,
+                        classifier=classifier_for_checkpoint(cfg, ckpt, cfg.resume))
     if "state_dict_lws_model" in ckpt:  # a stage-2 checkpoint (ours or MiSLAS's)
         net.lws = LearnableWeightScaling(cfg.num_classes)
     load_network_state(net, ckpt, cfg.resume)
@@ -233,7 +234,7 @@ def _run_eval(cfg, local_rank: Optional[int], out_dir: Optional[str], nc: bool,
             got = training_features(cfg, net, data, device, dist.rank, dist.world_size,
                                     autocast)
             if got is not None:
-                nc_flat, feat_norms = nc_analysis(got[0], got[1], net.classifier.fc.weight,
+                nc_flat, feat_norms = nc_analysis(got[0], got[1], net.classifier.class_weights(),
                                                   ranges, device=device)
                 metrics.update(nc_flat)
         if report:

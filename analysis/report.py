@@ -27,8 +27,9 @@ FIGURES = ("reliability.png", "per_class_accuracy.png", "weight_norm.png")
 
 # ----------------------------------------------------------------------------- helpers
 def classifier_row_norms(net: nn.Module) -> torch.Tensor:
-    """||w_c|| of every row of the network's ``classifier.fc`` weight (length C, CPU)."""
-    return net.classifier.fc.weight.detach().float().norm(dim=1).cpu()
+    """||w_c|| of every class vector of the network's classifier (length C, CPU): the rows
+    of ``classifier.class_weights()`` (the effective weights: 1 for a cosine or ETF head)."""
+    return net.classifier.class_weights().detach().float().norm(dim=1).cpu()
 
 
 def class_groups(ranges: ClassRanges, num_classes: int) -> List[str]:

@@ -29,7 +29,8 @@ from config.defaults import get_cfg_defaults
 from utils.errors import ConfigError
 
 __all__ = ["get_cfg_defaults", "load_config", "cfg_to_yaml", "cfg_from_yaml_string",
-           "mixup_enabled", "validate", "check_value", "accepted_values", "check_class_ranges",
+           "mixup_enabled", "classifier_kind", "validate", "check_value", "accepted_values",
+           "check_class_ranges",
            "IMAGE_LIST_DATASETS", "STAGE2_KEYS", "CLASS_RANGE_KEYS", "RANGE_PLACEHOLDER"]
 
 _CHOICES = {
@@ -42,7 +43,8 @@ _CHOICES = {
     "imagelist_decode": ("cpu", "cuda"),
     "sampler": ("instance", "class_balanced", "sqrt", "progressive", "class_aware"),
     "loss": ("auto", "ce", "arb", "balanced_softmax", "logit_adjust", "ldam", "focal", "cb",
-             "label_smoothing"),
+             "label_smoothing", "dr"),
+    "classifier": ("auto", "linear", "cosine", "etf"),
     "cb_base": ("softmax", "focal"),
     "stage2_method": ("mislas", "crt", "lws"),
 }
@@ -72,7 +74,7 @@ _NULL_DEFAULT_TYPES: Dict[str, type] = {
     "mode": str, "smooth_tail": float, "smooth_head": float, "lr_factor": float,
 }
 # The item type of list keys whose default is empty (others: the type of the default's items).
-_LIST_ITEM_TYPES: Dict[str, type] = {}
+_LIST_ITEM_TYPES: Dict[str, type] = {"lr_factors": float}
 
 # numpy's legacy seeding (np.random.seed in engine/runtime.py: seed_everything) accepts
 # [0, 2**32 - 1]; the per-rank streams (engine/state.py: RandomStreams, seed + 7919 * rank)
@@ -109,7 +111,7 @@ def _class_range_ok(v: Sequence[int]) -> bool:
 
 
 def _lr_steps_ok(v: Sequence[int]) -> bool:
-    return len(v) <= 2 and all(x >= 0 for x in v) and list(v) == sorted(v)
+    return all(x >= 0 for x in v) and list(v) == sorted(v)
 
 
 _CLASS_RANGE_RULE = _Rule("[start, end] with 0 <= start < end (the classes start .. end - 1)",
@@ -138,8 +140,10 @@ _RULES: Dict[str, _Rule] = {
     "smooth_head": _interval(0, 1, high_open=True),
     "smooth_tail": _interval(0, 1, high_open=True),
     **{k: _CLASS_RANGE_RULE for k in CLASS_RANGE_KEYS},
-    "lr_steps": _Rule("at most two epochs >= 0, in increasing order (e.g. [160, 180])",
-                      _lr_steps_ok),
+    "lr_steps": _Rule("epochs >= 0 in increasing order (e.g. [160, 180])", _lr_steps_ok),
+    "lr_factors": _Rule("numbers > 0, one per lr_steps entry (e.g. [0.01, 0.0001]), or [] "
+                        "(0.1, 0.01, ...)", lambda v: all(x > 0 for x in v)),
+    "dr_reg_lambda": _at_least(0, "a number"),
 }
 
 _KIND_NAMES = {bool: "a bool", int: "an integer", float: "a float", str: "a string"}
@@ -393,6 +397,42 @@ def validate(cfg: CN, stage: Optional[int] = 1) -> None:
         raise ConfigError(f"key 'name' is {_show(name)}; accepted: a folder name without '/' "
                           "or '\\' (runs go to <output_dir>/<name>_<YYYYmmddHHMM>)")
     check_class_ranges(cfg)
+    _check_schedule(cfg)
+    _check_classifier(cfg)
+
+
+# classifier of loss's authors (key 'classifier: auto'): LDAM-DRW pairs LDAM with a cosine
+# classifier (cifar_train.py: use_norm = True if args.loss_type == 'LDAM'); Yang et al. train
+# their fixed ETF with the dot regression (config keys ETF_classifier, reg_dot_loss)
+_AUTO_CLASSIFIER = {"ldam": "cosine", "dr": "etf"}
+
+
+def classifier_kind(cfg: CN) -> str:
+    """The classifier head of a config: ``classifier``, or for ``auto`` the one the loss's
+    authors used (cosine for ``ldam``, etf for ``dr``, linear otherwise)."""
+    if cfg.classifier != "auto":
+        return cfg.classifier
+    return _AUTO_CLASSIFIER.get(cfg.loss, "linear")
+
+
+def _check_classifier(cfg: CN) -> None:
+    kind = classifier_kind(cfg)
+    if cfg.loss == "dr" and kind != "etf":
+        raise ConfigError(f"key 'loss' is 'dr' (dot regression) but 'classifier' is {kind!r}; "
+                          "the dot regression trains features towards a fixed ETF: set "
+                          "classifier etf (or auto)")
+    if cfg.eval_tau_norm and kind in ("cosine", "etf"):
+        raise ConfigError(f"key 'eval_tau_norm' is {cfg.eval_tau_norm:g} but the classifier is "
+                          f"{kind!r}, whose class vectors all have norm 1: tau-normalisation "
+                          "changes nothing; set eval_tau_norm 0 (eval_logit_adjust works with "
+                          "every classifier)")
+
+
+def _check_schedule(cfg: CN) -> None:
+    if cfg.lr_factors and len(cfg.lr_factors) != len(cfg.lr_steps):
+        raise ConfigError(f"key 'lr_factors' is {list(cfg.lr_factors)} but 'lr_steps' is "
+                          f"{list(cfg.lr_steps)}; accepted: one factor per step, or [] "
+                          "(x0.1 after the first step, x0.01 after the second, ...)")
 
 
 def check_stage(cfg: CN, stage: Optional[int]) -> None:
@@ -446,9 +486,16 @@ def cfg_to_yaml(cfg: CN) -> str:
     return cfg.dump()
 
 
+# What a key absent from a stored checkpoint config meant when the checkpoint was written, where
+# that differs from today's default: before the key existed every head was linear.
+_ABSENT_MEANT = {"classifier": "linear"}
+
+
 def cfg_from_yaml_string(text: str) -> CN:
-    """Rebuild a config from :func:`cfg_to_yaml` output, on top of today's defaults."""
+    """Rebuild a config from :func:`cfg_to_yaml` output, on top of today's defaults (a key the
+    stored config predates takes the value it meant then, :data:`_ABSENT_MEANT`)."""
     cfg = get_cfg_defaults()
     raw = yaml.safe_load(text) or {}
-    _apply(cfg, {k: v for k, v in raw.items() if k in cfg}, "checkpoint config")
+    items = {**_ABSENT_MEANT, **{k: v for k, v in raw.items() if k in cfg}}
+    _apply(cfg, items, "checkpoint config")
     return cfg

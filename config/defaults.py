@@ -90,13 +90,19 @@ _C.randaugment_m = 9  # RandAugment: magnitude, 0..30 (torchvision's 31 bins)
 
 # ---------------------------------------------------------------- model
 _C.pretrained_path = ''  # Places-LT: local file with ImageNet ResNet weights
+# classifier head (models/heads.py): linear (MiSLAS / ARB-Loss) | cosine (LDAM-DRW's NormedLinear:
+# normalize(h) . normalize(w_j), no bias) | etf (Yang et al. 2022: BatchNorm1d + L2-normalised
+# feature times a fixed simplex ETF drawn with `seed`) | auto (what the loss's authors used:
+# cosine for loss ldam, etf for loss dr, else linear)
+_C.classifier = 'auto'
 
 # ---------------------------------------------------------------- loss
 _C.las_shape = 'concave'  # label-aware smoothing profile: concave | linear | convex | exp
 _C.las_power = 2.0  # exponent of the 'exp' LAS profile
 _C.arb_global_batch_counts = False  # DDP: ARB batch counts of the whole global batch (all-reduced)
 # training loss: auto (the flags arbloss / warbloss / arbloss_fl: arb, else ce) | ce | arb |
-# balanced_softmax | logit_adjust | ldam | focal | cb | label_smoothing (methods/criterion.py)
+# balanced_softmax | logit_adjust | ldam | focal | cb | label_smoothing | dr (dot regression, with
+# classifier etf) (methods/criterion.py)
 _C.loss = 'auto'
 _C.la_tau = 1.0  # logit_adjust: cross-entropy on z + tau * log prior (Menon et al. 2021)
 _C.focal_gamma = 2.0  # focal, cb with cb_base focal, arbloss_fl: the exponent of (1 - p)
@@ -108,12 +114,19 @@ _C.ldam_s = 30.0  # ldam: logit scale s, as LDAM-DRW
 # ce, ldam: deferred re-weighting (DRW) with cb_beta weights from this 0-based epoch on, i.e.
 # after this many epochs (LDAM-DRW: 160 of 200); 0 = off
 _C.drw_epoch = 0
+_C.dr_reg_lambda = 0.0  # dr: + lambda * mean ||h|| (Yang et al.'s reg_lam; their default 0)
+# dr: scale each class's ETF vector in training by sqrt((B / classes in the batch) / n_batch(y))
+# (Yang et al.'s GivenEw, their default True)
+_C.dr_given_ew = True
 
 # ---------------------------------------------------------------- optimisation
 # step schedule (adjust_learning_rate in ARB-Loss train_stage1.py; MiSLAS's stage 1 steps at
 # 160 / 180): linear warm-up over warmup_epochs
 _C.warmup_epochs = 5
-_C.lr_steps = [160, 240]  # step schedule: lr x0.1 after the first, x0.01 after the second epoch
+_C.lr_steps = [160, 240]  # step schedule: after epoch lr_steps[k] the lr is lr x lr_factors[k]
+# the factor after each step ([] = 0.1, 0.01, 0.001, ...); LDAM-DRW: lr_steps [160, 180] with
+# lr_factors [0.01, 0.0001]
+_C.lr_factors = []
 
 # ---------------------------------------------------------------- evaluation and analysis
 _C.eval_freq = 1  # evaluate on the test set every this many epochs (and always at the end)

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from analysis.metrics import ClassRanges, classification_report
 from datasets.common import EpochSampler
 from utils import comm
+from utils.errors import ConfigError
 from utils.logger import format_seconds
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,17 @@ def predict(net: nn.Module, loader: DataLoader, device: torch.device,
     return gathered[0], gathered[1], gathered[2] if with_features else None
 
 
+def check_tau_norm(net: nn.Module) -> None:
+    """Tau-normalisation is defined for a linear head only: a cosine or ETF head's class vectors
+    all have norm 1 already (ConfigError line otherwise)."""
+    kind = getattr(net.classifier, "kind", "linear")
+    if kind != "linear":
+        raise ConfigError(f"tau-normalisation (eval_tau_norm, --tau-sweep tau_norm) needs a "
+                          f"linear classifier; this network's is {kind!r}, whose class vectors "
+                          "all have norm 1, so it would change nothing (eval_logit_adjust and "
+                          "--tau-sweep logit_adjust work with every classifier)")
+
+
 class TauNormalised(nn.Module):
     """``net`` with its classifier tau-normalised (Kang et al., "Decoupling Representation and
     Classifier for Long-Tailed Recognition", ICLR 2020): logits from the rows w_j /
@@ -72,6 +84,7 @@ class TauNormalised(nn.Module):
 
     def __init__(self, net: nn.Module, tau: float):
         super().__init__()
+        check_tau_norm(net)
         self.net = net
         self.classifier = net.classifier
         w = net.classifier.fc.weight.detach()

@@ -143,7 +143,7 @@ class AnalysisHook(HookBase):
         feats, labels = got
         out: Dict[str, Any] = {}
         if comm.is_main_process():
-            out, _ = nc_analysis(feats, labels, t.net.classifier.fc.weight, t.ranges,
+            out, _ = nc_analysis(feats, labels, t.net.classifier.class_weights(), t.ranges,
                                  device=t.device)
         t.row.update(comm.broadcast_object(out))  # only rank 0 computes
 

@@ -42,7 +42,7 @@ from datasets.samplers import build_sampler
 from engine.hooks import HookBase
 from engine.trainer import Trainer
 from methods import ClassCountLoss, LabelAwareSmoothing
-from models import CIFAR_BACKBONES, LTNet, count_parameters
+from models import LTNet, classifier_for_checkpoint, count_parameters
 from models.heads import LearnableWeightScaling
 from utils import comm
 from utils.checkpoint import load_checkpoint, load_network_state
@@ -62,19 +62,34 @@ class Stage2Trainer(Trainer):
                  dry_run: bool = False):
         self.method = cfg.stage2_method
         self.init_from: Optional[Tuple[str, dict]] = None  # the stage-1 checkpoint
+        self._read: Optional[Tuple[str, dict]] = None  # the checkpoint 'resume', read once
         super().__init__(cfg, dist, hooks, data, dry_run)
+
+    def _checkpoint(self, path: str) -> dict:
+        if self._read is None or self._read[0] != path:
+            self._read = (path, load_checkpoint(path, legacy=self.cfg.legacy_checkpoint))
+        return self._read[1]
+
+    def classifier_kind(self) -> str:
+        """The head of the checkpoint stage 2 starts from (a cosine or ETF head stays one);
+        see :func:`models.classifier_for_checkpoint`."""
+        path = self.cfg.resume
+        if not path or path == "auto" or not os.path.isfile(path):
+            return super().classifier_kind()
+        return classifier_for_checkpoint(self.cfg, self._checkpoint(path), path)
 
     # ------------------------------------------------------------------ parts
     def build_network(self) -> LTNet:
-        """The stage-1 network with LWS (``mislas``, ``lws``); the feature extractor frozen,
-        its BatchNorm statistics moving with ``shift_bn``; ``lws`` also freezes the
-        classifier."""
+        """The stage-1 network with LWS (``mislas``, ``lws``); the feature extractor frozen;
+        ``lws`` also freezes the classifier. Which BatchNorm statistics move
+        (:func:`shifted_parts`): with ``shift_bn``, MiSLAS's the last feature part's (the
+        backbone; Places-LT: the block), Kang et al.'s (crt, lws) every feature part's."""
         net = super().build_network()
         if self.method in ("mislas", "lws"):
             net.lws = LearnableWeightScaling(self.cfg.num_classes)
         features = ["model"] + (["block"] if net.block is not None else [])
-        shifted = [features[-1]] if self.cfg.shift_bn else []
-        net.freeze(features + (["classifier"] if self.method == "lws" else []), shifted)
+        net.freeze(features + (["classifier"] if self.method == "lws" else []),
+                   shifted_parts(self.method, features, self.cfg.shift_bn))
         return net
 
     def build_criterion(self) -> ClassCountLoss:
@@ -162,7 +177,8 @@ class Stage2Trainer(Trainer):
         if not path:
             raise ConfigError(f"resume auto: no earlier stage-2 run of '{cfg.name}' under "
                               f"{cfg.output_dir}; give the stage-1 checkpoint as resume PATH")
-        ckpt = load_checkpoint(path, legacy=cfg.legacy_checkpoint)
+        ckpt = self._checkpoint(path)
+        self._read = None  # held by init_from from here on, or read again by the resume
         if int(ckpt.get("stage", 1)) == 2:  # a stage-2 run of ours: continue it
             return path
         self.init_from = (path, ckpt)
@@ -175,7 +191,7 @@ class Stage2Trainer(Trainer):
             path, ckpt = self.init_from
             load_stage1_weights(self.net, ckpt, path)
             if self.method == "crt":
-                self.net.classifier = reinitialised(self.net.classifier, self.cfg.backbone)
+                self.net.classifier = reinitialised(self.net.classifier)
             log.info("stage 2 (%s) starts from %s (epoch %s of stage 1)", self.method, path,
                      ckpt.get("epoch", "?"))
         super().prepare()
@@ -191,9 +207,20 @@ def load_stage1_weights(net: LTNet, ckpt: Dict, path: str) -> None:
         net.lws = lws
 
 
-def reinitialised(classifier, backbone: str):
+def shifted_parts(method: str, features: List[str], shift_bn: bool) -> List[str]:
+    """The frozen feature parts whose BatchNorm layers stay in train mode, so that their running
+    statistics move to the stage-2 batches. ``shift_bn`` False: none. True: for ``mislas`` the
+    last feature part (MiSLAS train_stage2.py: ``model.train()`` if shift_bn, or for Places-LT
+    ``block.train()``); for ``crt`` / ``lws`` every feature part (Kang et al.,
+    classifier-balancing run_networks.py: every network is put in train mode each epoch and
+    the fixed feature model only loses ``requires_grad``)."""
+    if not shift_bn:
+        return []
+    return list(features) if method in ("crt", "lws") else [features[-1]]
+
+
+def reinitialised(classifier):
     """A new classifier of the same kind and shape, initialised as stage 1 initialises it
-    (kaiming-normal for the CIFAR ResNets, nn.Linear's for the others): cRT's start."""
-    fc = classifier.fc
-    init = "kaiming" if backbone in CIFAR_BACKBONES else "linear"
-    return type(classifier)(fc.in_features, fc.out_features, init).to(fc.weight.device)
+    (:meth:`models.heads.Classifier.fresh`; an ETF head keeps its fixed ETF): cRT's start."""
+    device = next(iter(classifier.state_dict().values())).device
+    return classifier.fresh().to(device)

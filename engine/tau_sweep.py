@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from analysis.metrics import ClassRanges, classification_report
-from engine.evaluation import PostHoc
+from engine.evaluation import PostHoc, check_tau_norm
 from utils.errors import ConfigError
 
 METHODS = ("tau_norm", "logit_adjust")
@@ -125,6 +125,8 @@ def run_sweep(method: str, grid: Sequence[float], select: Outputs, report: Outpu
     """Scores every tau of ``grid`` on ``select`` and reports the best one on ``report``."""
     if method not in METHODS:
         raise ConfigError(f"--tau-sweep {method!r}: accepted: {' | '.join(METHODS)}")
+    if method == "tau_norm":
+        check_tau_norm(net)
     res = SweepResult(method, select_on, int(select.target.numel()),
                       int(report.target.numel()))
     for tau in grid:

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from analysis.metrics import class_ranges
-from config import cfg_from_yaml_string, cfg_to_yaml
+from config import cfg_from_yaml_string, cfg_to_yaml, classifier_kind
 from datasets import DataBundle, build_data
 from datasets.common import check_num_classes
 from datasets.loader import eval_loader, train_loader
@@ -116,11 +116,16 @@ class Trainer:
     def build_network(self) -> LTNet:
         """The network of ``cfg.backbone`` with a ``num_classes``-way classifier."""
         return build_network(self.cfg, self.cfg.num_classes, self.data.in_channels,
-                             pretrained=False if self.dry_run else None)
+                             pretrained=False if self.dry_run else None,
+                             classifier=self.classifier_kind())
+
+    def classifier_kind(self) -> str:
+        """The classifier head to build (key ``classifier``, :func:`config.classifier_kind`)."""
+        return classifier_kind(self.cfg)
 
     def build_criterion(self) -> ClassCountLoss:
         """The training loss of the config (``loss`` and the reference flags)."""
-        return build_criterion(self.cfg, self.data.cls_num_list)
+        return build_criterion(self.cfg, self.data.cls_num_list, self.net.classifier)
 
     def describe_loss(self) -> str:
         """One line naming the training loss (logs, ``--dry-run``)."""
@@ -164,7 +169,8 @@ class Trainer:
                  f"backbone: {cfg.backbone}, {count_parameters(net.model):,} parameters"]
         if net.block is not None:
             parts.append(f"block: {count_parameters(net.block):,} parameters")
-        parts.append(f"classifier: {count_parameters(net.classifier):,} parameters")
+        parts.append(f"classifier: {net.classifier.kind}, "
+                     f"{count_parameters(net.classifier):,} parameters")
         parts.append(f"loss: {self.describe_loss()}")
         return "\n".join(parts)
 
@@ -427,14 +433,15 @@ class Trainer:
                 y_a, y_b, lam = y, y, 1.0
             cnt = criterion.counts_for(y_a, cfg.num_classes)
             global_step = epoch * n_steps + i
-            want_features = any(h.wants_features(global_step) for h in self.hooks)
+            want_features = (criterion.needs_features
+                             or any(h.wants_features(global_step) for h in self.hooks))
             feats = None
             with self.autocast():
                 if want_features:
                     out, feats = self.train_net(x, return_features=True)
                 else:
                     out = self.train_net(x)
-            loss = mixup_criterion(criterion, out.float(), y_a, y_b, lam, cnt)
+            loss = mixup_criterion(criterion, out.float(), y_a, y_b, lam, cnt, feats)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -485,7 +492,8 @@ class Trainer:
         self.checkpointer.save(paths, {"config": cfg_to_yaml(self.cfg), "metrics": metrics,
                                        "num_classes": self.cfg.num_classes,
                                        "stage": self.STAGE,
-                                       "backbone": self.cfg.backbone})
+                                       "backbone": self.cfg.backbone,
+                                       "classifier": self.net.classifier.kind})
 
 
 class _Position(HookBase):

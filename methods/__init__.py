@@ -16,12 +16,14 @@ from methods.losses import (
     ClassCountLoss,
     CrossEntropy,
     DeferredReweighting,
+    DotRegressionLoss,
     FocalLoss,
     LabelSmoothingLoss,
     LDAMLoss,
     LogitAdjustedLoss,
     batch_class_counts,
     class_balanced_weights,
+    etf_scales,
     log_counts,
 )
 from methods.mixup import mixup_criterion, mixup_data
@@ -29,6 +31,7 @@ from methods.mixup import mixup_criterion, mixup_data
 __all__ = ["ARBLoss", "CrossEntropy", "ClassCountLoss", "LabelAwareSmoothing", "mixup_data",
            "mixup_criterion", "batch_class_counts", "log_counts", "las_epsilons",
            "BalancedSoftmax", "LogitAdjustedLoss", "LDAMLoss", "FocalLoss",
-           "ClassBalancedLoss", "LabelSmoothingLoss", "DeferredReweighting",
+           "ClassBalancedLoss", "LabelSmoothingLoss", "DeferredReweighting", "DotRegressionLoss",
+           "etf_scales",
            "class_balanced_weights", "LOSS_BUILDERS", "build_criterion", "describe_criterion",
            "resolve_loss"]

@@ -71,6 +71,14 @@ def _label_smoothing(cfg, counts: Sequence[int], reduction: str) -> losses.Class
     return losses.LabelSmoothingLoss(cfg.label_smoothing, reduction=reduction)
 
 
+def _dr(cfg, counts: Sequence[int], reduction: str, classifier=None) -> losses.ClassCountLoss:
+    if classifier is None or getattr(classifier, "kind", None) != "etf":
+        raise ConfigError("loss 'dr' (dot regression) needs the network's ETF classifier: set "
+                          "classifier etf (or auto)")
+    return losses.DotRegressionLoss(classifier.class_weights(), given_ew=cfg.dr_given_ew,
+                                    reg_lambda=cfg.dr_reg_lambda, reduction=reduction)
+
+
 # name -> builder(cfg, cls_num_list, reduction): the values of the ``loss`` key (besides auto)
 LOSS_BUILDERS: Dict[str, Builder] = {
     "ce": _ce,
@@ -81,7 +89,10 @@ LOSS_BUILDERS: Dict[str, Builder] = {
     "focal": _focal,
     "cb": _cb,
     "label_smoothing": _label_smoothing,
+    "dr": _dr,
 }
+# losses computed against the network's classifier (their builders take ``classifier=``)
+CLASSIFIER_LOSSES = ("dr",)
 
 
 def _describe_arb(cfg) -> str:
@@ -103,6 +114,9 @@ _DESCRIPTIONS: Dict[str, Callable[..., str]] = {
                        f"class-balanced focal loss (gamma {cfg.focal_gamma:g})")
     + f" (beta {cfg.cb_beta:g})",
     "label_smoothing": lambda cfg: f"label smoothing (epsilon {cfg.label_smoothing:g})",
+    "dr": lambda cfg: ("dot regression to the fixed ETF"
+                       + (" (per-batch class scaling)" if cfg.dr_given_ew else "")
+                       + (f" + {cfg.dr_reg_lambda:g} mean ||h||" if cfg.dr_reg_lambda else "")),
 }
 
 
@@ -147,22 +161,26 @@ def _check_ranges(cfg) -> None:
         ("ldam_max_m", cfg.ldam_max_m > 0, "a number > 0"),
         ("ldam_s", cfg.ldam_s > 0, "a number > 0"),
         ("la_tau", abs(cfg.la_tau) < float("inf"), "a finite number"),
+        ("dr_reg_lambda", cfg.dr_reg_lambda >= 0, "a number >= 0"),
     )
     for key, ok, accepted in checks:
         if not ok:
             raise ConfigError(f"key '{key}' is {cfg[key]}; accepted: {accepted}")
 
 
-def build_criterion(cfg, cls_num_list: Sequence[int]) -> losses.ClassCountLoss:
+def build_criterion(cfg, cls_num_list: Sequence[int],
+                    classifier=None) -> losses.ClassCountLoss:
     """The training loss of ``cfg`` (``loss`` and the ARB flags, see the module docstring),
     wrapped in :class:`DeferredReweighting` when ``drw_epoch`` > 0 and in
-    :class:`LabelAwareSmoothing` when ``LAS``; ``cls_num_list`` are the training-set counts."""
+    :class:`LabelAwareSmoothing` when ``LAS``; ``cls_num_list`` are the training-set counts,
+    ``classifier`` the network's head (the dot regression reads its fixed ETF)."""
     name = resolve_loss(cfg)
     drw = cfg.drw_epoch > 0
     if drw and cfg.drw_epoch >= cfg.num_epochs:
         log.warning("drw_epoch %d >= num_epochs %d: the deferred re-weighting never starts",
                     cfg.drw_epoch, cfg.num_epochs)
-    base = LOSS_BUILDERS[name](cfg, cls_num_list, "none" if drw else "mean")
+    extra = {"classifier": classifier} if name in CLASSIFIER_LOSSES else {}
+    base = LOSS_BUILDERS[name](cfg, cls_num_list, "none" if drw else "mean", **extra)
     base.global_batch_counts = bool(cfg.arb_global_batch_counts)
     if drw:
         return losses.DeferredReweighting(base, cls_num_list, cfg.drw_epoch, beta=cfg.cb_beta)

@@ -106,6 +106,9 @@ class ClassCountLoss(nn.Module):
     count_mode: Optional[str] = None
     # DDP, batch counts: all-reduce them so every rank uses the counts of the global batch
     global_batch_counts: bool = False
+    # the loss is a function of the classifier's input h too: the training step passes it as
+    # ``features=`` (the dot regression)
+    needs_features: bool = False
 
     def __init__(self, reduction: str = "mean"):
         super().__init__()
@@ -413,3 +416,58 @@ class DeferredReweighting(ClassCountLoss):
         if self.reduction == "mean":
             return (w * loss).sum() / w.sum()
         return reduce_loss(w * loss, self.reduction)
+
+
+def etf_scales(class_cnt: torch.Tensor) -> torch.Tensor:
+    """Yang et al.'s ``produce_Ew`` (github.com/NeuralCollapseApplications/ImbalancedLearning,
+    methods.py), vectorised: sqrt(gamma / n_c) with gamma = (batch size) / (classes present)
+    for every class present in the batch, 1 for the others."""
+    cnt = class_cnt.float()
+    present = cnt > 0
+    gamma = cnt.sum() / present.sum().clamp_min(1)
+    return torch.where(present, torch.sqrt(gamma / cnt.clamp_min(1)), torch.ones_like(cnt))
+
+
+class DotRegressionLoss(ClassCountLoss):
+    """Dot regression of Yang et al., "Inducing Neural Collapse in Imbalanced Learning: Do We
+    Really Need a Learnable Classifier at the End of Deep Neural Network?", NeurIPS 2022, for the
+    fixed ETF classifier (their methods.py ``dot_loss`` with ``reg_dot_loss``, train.py):
+
+        L = 1/2 mean_i (h_i . w_{y_i} - ||w_{y_i}|| ||h_i||)^2 / ||h_i||  (+ lambda mean_i ||h_i||)
+
+    with h the classifier's input (BatchNorm'd, L2-normalised, :class:`models.heads.
+    ETFClassifier`), both norms taken without gradient (||h|| clamped to 1e-8), and w_y the
+    ETF vector of class y scaled, with ``given_ew`` (their default ``GivenEw: True``), by
+    :func:`etf_scales` of the batch counts (one scaling per step, from the un-permuted targets
+    under mixup, as theirs). ``etf`` is the K x d matrix of class vectors (the classifier's
+    fixed rows, copied: it never changes). Training only; evaluation uses the plain ETF logits.
+    """
+
+    count_mode = "batch"
+    needs_features = True
+
+    def __init__(self, etf: torch.Tensor, given_ew: bool = True, reg_lambda: float = 0.0,
+                 reduction: str = "mean"):
+        super().__init__(reduction)
+        if reg_lambda < 0:
+            raise ValueError(f"dot regression lambda must be >= 0, got {reg_lambda}")
+        self.register_buffer("etf", etf.detach().clone().float())
+        self.given_ew, self.reg_lambda = bool(given_ew), float(reg_lambda)
+
+    def forward(self, logits, target, class_cnt=None, features=None):
+        if features is None:
+            raise ValueError("the dot regression needs the classifier's input: features=")
+        h = as_float(features)
+        w = self.etf.to(h.dtype)[target]
+        if self.given_ew:
+            if class_cnt is None:
+                class_cnt = batch_class_counts(target, self.etf.shape[0])
+            w = w * etf_scales(class_cnt).to(h.dtype)[target][:, None]
+        dot = (h * w).sum(dim=1)
+        with torch.no_grad():
+            w_len = w.norm(dim=1)
+            h_len = h.norm(dim=1).clamp_min(1e-8)
+        loss = 0.5 * (dot - w_len * h_len) ** 2 / h_len
+        if self.reg_lambda > 0:
+            loss = loss + self.reg_lambda * h.norm(dim=1)
+        return reduce_loss(loss, self.reduction)

@@ -38,19 +38,22 @@ def mixup_data(x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0,
 
 def mixup_criterion(criterion: ClassCountLoss, pred: torch.Tensor, y_a: torch.Tensor,
                     y_b: torch.Tensor, lam: float,
-                    class_cnt: Optional[torch.Tensor] = None) -> torch.Tensor:
+                    class_cnt: Optional[torch.Tensor] = None,
+                    features: Optional[torch.Tensor] = None) -> torch.Tensor:
     """lam * L(pred, y_a) + (1 - lam) * L(pred, y_b).
 
     Both terms use the same counts: ``class_cnt``, or when None the loss's own choice for the
     un-permuted targets ``y_a`` (:meth:`ClassCountLoss.counts_for`); y_b is a permutation of
-    y_a, so its classes are all present.
+    y_a, so its classes are all present. ``features`` (the classifier's input) go to a loss
+    that ``needs_features``.
     """
     if class_cnt is None:
         class_cnt = criterion.counts_for(y_a, pred.shape[1])
-    loss_a = criterion(pred, y_a, class_cnt)
+    extra = {"features": features} if criterion.needs_features else {}
+    loss_a = criterion(pred, y_a, class_cnt, **extra)
     if lam == 1.0:
         return loss_a
-    return lam * loss_a + (1.0 - lam) * criterion(pred, y_b, class_cnt)
+    return lam * loss_a + (1.0 - lam) * criterion(pred, y_b, class_cnt, **extra)
 
 
 def cutmix_data(x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0,

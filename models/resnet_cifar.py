@@ -2,8 +2,9 @@
 
 State-dict keys match the MiSLAS / ARB-Loss releases: ``conv1, bn1, layer1..3.k.{conv1,bn1,
 conv2,bn2}``; option-A shortcuts hold no parameters. ``resnet32_fe`` has 463,504 parameters
-and returns 64-d features. Its classifier is :class:`models.heads.Classifier` with
-``init="kaiming"`` (MiSLAS models/resnet_cifar.py ``Classifier``).
+and returns 64-d features; ``resnet32_fe_c100`` is its double-width form (128-d). A linear
+classifier on them is :class:`models.heads.Classifier` with ``init="kaiming"`` (MiSLAS
+models/resnet_cifar.py ``Classifier``).
 """
 from __future__ import annotations
 
@@ -51,17 +52,18 @@ class BasicBlock(nn.Module):
 
 
 class ResNetCIFAR(nn.Module):
-    """Three stages of 16 / 32 / 64 channels, global average pooling, no classifier."""
+    """Three stages of w / 2w / 4w channels (w = ``width``, 16 in He et al.), global average
+    pooling, no classifier; 4w-d features."""
 
-    def __init__(self, num_blocks: List[int], in_channels: int = 3):
+    def __init__(self, num_blocks: List[int], in_channels: int = 3, width: int = 16):
         super().__init__()
-        self.in_planes = 16
-        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.layer1 = self._make_layer(16, num_blocks[0], 1)
-        self.layer2 = self._make_layer(32, num_blocks[1], 2)
-        self.layer3 = self._make_layer(64, num_blocks[2], 2)
-        self.out_dim = 64
+        self.in_planes = width
+        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.layer1 = self._make_layer(width, num_blocks[0], 1)
+        self.layer2 = self._make_layer(2 * width, num_blocks[1], 2)
+        self.layer3 = self._make_layer(4 * width, num_blocks[2], 2)
+        self.out_dim = 4 * width
         self.apply(_init_weights)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
@@ -90,3 +92,11 @@ resnet32_fe = _depth(5)
 resnet44_fe = _depth(7)
 resnet56_fe = _depth(9)
 resnet110_fe = _depth(18)
+
+
+def resnet32_fe_c100(in_channels: int = 3) -> ResNetCIFAR:
+    """ResNet-32 of twice the width (32 / 64 / 128 channels), 128-d features: the CIFAR-100
+    backbone of Yang et al.'s ETF classifier (github.com/NeuralCollapseApplications/
+    ImbalancedLearning, models/resnet_cifar.py ``resnet32_fe_c100``), whose simplex ETF of 100
+    classes needs at least 100 feature dimensions."""
+    return ResNetCIFAR([5, 5, 5], in_channels, width=32)

@@ -57,6 +57,7 @@ FLOAT_RANGES = {
     "alpha": (0.0, None, False, False),
     "smooth_head": (0.0, 1.0, False, True),
     "smooth_tail": (0.0, 1.0, False, True),
+    "dr_reg_lambda": (0.0, None, False, False),
 }
 CLASS_RANGE_KEYS = ("head_class_idx", "med_class_idx", "tail_class_idx")
 
@@ -119,7 +120,6 @@ def bad_class_range(key):
 
 
 BAD_LR_STEPS = st.one_of(
-    st.lists(st.integers(0, 500), min_size=3, max_size=5),
     st.tuples(st.integers(1, 500), st.integers(0, 499)).filter(lambda t: t[1] < t[0]).map(list),
     st.lists(st.integers(-500, -1), min_size=1, max_size=2),
 )
@@ -148,6 +148,11 @@ def wrong_values(key):
             parts.append(bad_class_range(key))
         if key == "lr_steps":
             parts.append(BAD_LR_STEPS)
+        if key == "lr_factors":  # each > 0, and one per lr_steps entry (the default has two)
+            parts += [st.lists(st.floats(max_value=0.0, allow_nan=False), min_size=2,
+                               max_size=2),
+                      st.lists(st.floats(0.001, 1.0), min_size=1, max_size=1),
+                      st.lists(st.floats(0.001, 1.0), min_size=3, max_size=4)]
     elif t is str:
         parts.append(st.lists(WORDS, max_size=2))
         if key == "name":  # a path would put the run folder outside output_dir
@@ -243,7 +248,12 @@ def right_values(key):
                                   "med_class_idx": [c[0], c[0] + c[1]],
                                   "tail_class_idx": [c[0] + c[1], sum(c)]})
     if key == "lr_steps":
-        values = st.lists(st.integers(0, 10 ** 6), max_size=2).map(sorted)
+        values = st.lists(st.integers(0, 10 ** 6), max_size=4).map(sorted)
+    elif key == "lr_factors":  # set with as many lr_steps
+        steps = st.lists(st.integers(0, 10 ** 6), max_size=4).map(sorted)
+        return steps.flatmap(lambda s: st.lists(
+            st.floats(1e-6, 10.0), min_size=len(s), max_size=len(s)).map(
+            lambda f: {"lr_steps": s, "lr_factors": f}))
     elif t is bool:
         values = st.booleans()
     elif t is int and key == "world_size":

@@ -458,7 +458,7 @@ def test_dry_run_of_seed_configs(trees, dataset, tmp_path, capsys, monkeypatch):
     assert "loss: ARB-Loss (global counts) + mixup" in text
     if dataset == "places":
         assert "block: 4,462,592 parameters" in text
-        assert "classifier: 10,245 parameters" in text
+        assert "classifier: linear, 10,245 parameters" in text
     assert not out.exists() and not (tmp_path / "hub").exists()
 
 

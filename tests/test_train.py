@@ -77,7 +77,7 @@ def test_dry_run_prints_summary_and_creates_nothing(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "training images: " in text and "largest class" in text and "smallest" in text
     assert "classes many / medium / few: 1 [0, 1) / 5 [1, 6) / 4 [6, 10)" in text
-    assert "backbone: resnet8_fe" in text and "classifier: 650 parameters" in text
+    assert "backbone: resnet8_fe" in text and "classifier: linear, 650 parameters" in text
     assert "loss: ARB-Loss (batch counts)" in text
     assert not out.exists()
 
