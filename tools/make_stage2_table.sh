@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's stage-2 table on the offline digits demo: stage 1 (cross-entropy, ARB-Loss),
-# MiSLAS's stage 2 on each, cRT on cross-entropy, and the post-hoc tau-normalisation of the
-# cross-entropy classifier, over several seeds; mean +- std of the final-epoch metrics.
+# MiSLAS's stage 2 on each, cRT and LWS on cross-entropy, and the post-hoc tau-normalisation of
+# the cross-entropy classifier, over several seeds; mean +- std of the final-epoch metrics.
 #
 #   tools/make_stage2_table.sh [WORK_DIR] [SEEDS...]     # default: /tmp/stage2_table, 0 1 2 3 4
 #
@@ -29,6 +29,7 @@ for s in $SEEDS; do
     run train_stage2.py "$D/digits_imb005_stage2_mislas.yaml" "ce_mislas_s$s" seed "$s" resume "$(last_ckpt "ce_s$s")"
     run train_stage2.py "$D/digits_imb005_stage2_mislas.yaml" "arb_mislas_s$s" seed "$s" resume "$(last_ckpt "arb_s$s")"
     run train_stage2.py "$D/digits_imb005_stage2_crt.yaml" "ce_crt_s$s" seed "$s" resume "$(last_ckpt "ce_s$s")"
+    run train_stage2.py "$D/digits_imb005_stage2_lws.yaml" "ce_lws_s$s" seed "$s" resume "$(last_ckpt "ce_s$s")"
     python eval.py --cfg "$D/digits_imb005_ce.yaml" --json --no-report --no-nc eval_tau_norm 1.0 \
         resume "$(last_ckpt "ce_s$s")" 2>/dev/null | tail -n 1 > "$WORK/ce_taunorm_s$s.json"
 done
@@ -36,7 +37,8 @@ python - "$WORK" $SEEDS <<'EOF'
 import glob, json, os, statistics, sys
 work, seeds = sys.argv[1], sys.argv[2:]
 rows = [("stage 1: cross-entropy", "ce"), ("cross-entropy -> MiSLAS stage 2", "ce_mislas"),
-        ("cross-entropy -> cRT", "ce_crt"), ("cross-entropy -> tau-norm (tau 1.0)", "ce_taunorm"),
+        ("cross-entropy -> cRT", "ce_crt"), ("cross-entropy -> LWS", "ce_lws"),
+        ("cross-entropy -> tau-norm (tau 1.0)", "ce_taunorm"),
         ("stage 1: ARB-Loss (batch counts)", "arb"), ("ARB-Loss -> MiSLAS stage 2", "arb_mislas")]
 keys = ("acc1", "many", "medium", "few", "ece")
 print("| method | " + " | ".join(["Acc@1", "many", "medium", "few", "ECE"]) + " |")
