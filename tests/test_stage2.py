@@ -24,6 +24,7 @@ from utils.comm import DistInfo
 
 S2_MISLAS = os.path.join(ROOT, "config", "digits", "digits_imb005_stage2_mislas.yaml")
 S2_CRT = os.path.join(ROOT, "config", "digits", "digits_imb005_stage2_crt.yaml")
+S2_LWS = os.path.join(ROOT, "config", "digits", "digits_imb005_stage2_lws.yaml")
 FAST = ["num_epochs", "2", "print_freq", "3"]
 CPU = DistInfo(False, 0, 1, 0, torch.device("cpu"))
 
@@ -68,6 +69,55 @@ def test_frozen_backbone_is_bit_identical_and_bn_moves_only_with_shift_bn(stage1
     assert not torch.equal(after["lws_model"]["learned_norm"], torch.ones(1, 10))
 
 
+def bn_statistics_moved(before, after):
+    """Per state key of the backbone: True where a BatchNorm running statistic changed; every
+    other entry (conv and BatchNorm weights) must be bit-identical."""
+    moved = {}
+    for k, v in before.items():
+        if "running_" in k or "num_batches_tracked" in k:
+            moved[k] = not torch.equal(v, after[k])
+        else:
+            assert torch.equal(v, after[k]), k
+    return moved
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg,method,shift_bn,moves", [
+    (S2_CRT, "crt", "True", True), (S2_LWS, "lws", "True", True),
+    (S2_CRT, "crt", "False", False), (S2_LWS, "lws", "False", False),
+])
+def test_crt_and_lws_move_the_frozen_backbones_statistics_as_kang_et_al(
+        stage1, tmp_path, cfg, method, shift_bn, moves):
+    """classifier-balancing run_networks.py: every network in train mode each epoch, the fixed
+    feature model only loses requires_grad; its weights stay bit-identical."""
+    run = run_stage2(cfg, tmp_path, stage1, "shift_bn", shift_bn)
+    before, after = weights(stage1), weights(os.path.join(run, "ckps", "current.pth.tar"))
+    moved = bn_statistics_moved(before["model"], after["model"])
+    assert moved and all(v == moves for v in moved.values()), moved
+    if method == "lws":
+        for k, v in before["classifier"].items():
+            assert torch.equal(v, after["classifier"][k]), k
+
+
+def test_tau_normalisation_updates_nothing(stage1):
+    from analysis.metrics import class_ranges
+    from datasets import build_data
+    from datasets.loader import eval_loader
+    from engine.evaluation import evaluate
+    from models import build_network
+    from utils.checkpoint import load_network_state
+    cfg = load_config(DIGITS_CE, ["eval_tau_norm", "1.0"])
+    data = build_data(cfg)
+    net = build_network(cfg, 10, 1)
+    load_network_state(net, load_checkpoint(stage1), stage1)
+    net.train()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    loader = eval_loader(cfg, data, "test", torch.device("cpu"), 0, 1)
+    evaluate(net, loader, torch.device("cpu"), class_ranges(cfg, data.cls_num_list),
+             posthoc=PostHoc.from_config(cfg, data.cls_num_list))
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+
+
 @pytest.mark.slow
 def test_lws_method_trains_only_the_weight_scaling(stage1, tmp_path):
     run = run_stage2(S2_MISLAS, tmp_path, stage1, "stage2_method", "lws", "shift_bn", "False")
@@ -87,7 +137,8 @@ def test_crt_starts_from_a_reinitialised_classifier(stage1):
     before = weights(stage1)
     assert torch.equal(net.model.conv1.weight, before["model"]["conv1.weight"])
     assert not torch.equal(net.classifier.fc.weight, before["classifier"]["fc.weight"])
-    assert net.lws is None and net.frozen == ("model",) and net.shift_bn == ()
+    # Kang et al.'s cRT: the backbone's BatchNorm statistics move (shipped config shift_bn True)
+    assert net.lws is None and net.frozen == ("model",) and net.shift_bn == ("model",)
     groups = trainer.optimizer.param_groups
     assert [g["name"] for g in groups] == ["classifier"]
     assert {id(p) for p in groups[0]["params"]} == {id(p) for p in net.classifier.parameters()}
@@ -270,3 +321,59 @@ def test_our_stage2_configs_carry_mislas_recipes():
         published = load_config(os.path.join(pub, ds, name), stage=2)
         assert {k: cfg[k] for k in recipe} == {k: published[k] for k in recipe}, stem
 
+
+
+@pytest.fixture(scope="module")
+def stage1_heads(tmp_path_factory):
+    """2-epoch digits runs with a cosine head (LDAM) and an ETF head (dot regression)."""
+    out = {}
+    for loss in ("ldam", "dr"):
+        folder = tmp_path_factory.mktemp(f"stage1_{loss}")
+        assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(folder), "loss", loss,
+                                  *FAST]) == 0
+        out[loss] = os.path.join(only_run_dir(str(folder)), "ckps", "current.pth.tar")
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss,kind", [("ldam", "cosine"), ("dr", "etf")])
+def test_cosine_and_etf_checkpoints_through_eval_and_stage2(stage1_heads, loss, kind,
+                                                            tmp_path, capsys):
+    path = stage1_heads[loss]
+    ckpt = load_checkpoint(path)
+    assert ckpt["classifier"] == kind
+    run_rows = read_metrics(os.path.dirname(os.path.dirname(path)))
+    # eval.py with the plain cross-entropy yaml (classifier auto): the checkpoint's head
+    capsys.readouterr()
+    assert eval_script.main(["--json", "--cfg", DIGITS_CE, "resume", path,
+                             "--out", str(tmp_path / "report")]) == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for k in ("acc1", "many", "medium", "few", "ece"):
+        assert m[k] == pytest.approx(run_rows[-1][k], abs=1e-9), k
+    rep = json.load(open(tmp_path / "report" / "report.json"))
+    assert [c["weight_norm"] for c in rep["classes"]] == pytest.approx([1.0] * 10, abs=1e-5)
+    assert rep["neural_collapse"] is not None
+    # tau-normalisation is refused with one line; logit adjustment works
+    for extra in (["eval_tau_norm", "1.0"], ["--tau-sweep", "tau_norm"],
+                  ["classifier", "linear"]):
+        with pytest.raises(SystemExit) as e:
+            eval_script.main(["--no-report", "--cfg", DIGITS_CE, "resume", path, *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1, err
+    assert eval_script.main(["--no-report", "--cfg", DIGITS_CE, "resume", path,
+                             "--tau-sweep", "logit_adjust", "--tau-grid", "0,1"]) == 0
+    # cRT re-initialises a head of the same kind (an ETF keeps its fixed ETF)
+    cfg = load_config(S2_CRT, ["resume", path], stage=2)
+    trainer = Stage2Trainer(cfg, CPU)
+    trainer.resolve_resume()
+    trainer.prepare()
+    head = trainer.net.classifier
+    assert head.kind == kind
+    stage1_head = ckpt["state_dict_classifier"]
+    if kind == "etf":
+        assert torch.equal(head.fc.weight, stage1_head["fc.weight"])
+        assert torch.equal(head.BN_H.running_mean, torch.zeros(64))  # a fresh BatchNorm
+    else:
+        assert not torch.equal(head.fc.weight.detach(), stage1_head["fc.weight"])
+    run = run_stage2(S2_CRT, tmp_path / "crt", path, "num_epochs", "1")
+    assert load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))["classifier"] == kind

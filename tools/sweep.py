@@ -138,7 +138,7 @@ def plan(args: argparse.Namespace) -> List[Run]:
     out = os.path.abspath(args.out)
     variants = list(itertools.product(*[[(v[0], x) for x in v[1:]] for v in args.vary]))
     runs, names = [], {}
-    for cfg_path in args.cfg:
+    for cfg_path in stage1_configs(args):
         stem = os.path.splitext(os.path.basename(cfg_path))[0]
         for variant in variants:
             group = stem + "".join(f"_{_safe(k)}{_safe(x)}" for k, x in variant)
@@ -154,6 +154,26 @@ def plan(args: argparse.Namespace) -> List[Run]:
                 runs.append(Run(cfg_path, group, seed, name, opts, cfg.num_epochs,
                                 cfg.model_dir))
     return runs
+
+
+def stage1_configs(args: argparse.Namespace) -> List[str]:
+    """The configs of ``--cfg`` that the (stage-1) script trains: a stage-2 file (``mode:
+    'stage2'``) that a pattern such as ``cifar100_imb001_*.yaml`` also matches is skipped with a
+    note on stdout (it needs a stage-1 checkpoint: train_stage2.py); only stage-2 files is an
+    error."""
+    if os.path.basename(args.script) != "train_stage1.py":
+        return list(args.cfg)
+    kept = []
+    for cfg_path in args.cfg:
+        if load_config(cfg_path, stage=None).mode == "stage2":
+            print(f"skipping {cfg_path}: a stage-2 config (mode: 'stage2'); train_stage2.py "
+                  "runs it from a stage-1 checkpoint", flush=True)
+        else:
+            kept.append(cfg_path)
+    if not kept:
+        raise UserError("every --cfg file is a stage-2 config (mode: 'stage2'); the sweep "
+                        "trains stage-1 configs (train_stage1.py)")
+    return kept
 
 
 # ------------------------------------------------------------------ run folders
