@@ -135,6 +135,8 @@ _RULES: Dict[str, _Rule] = {
     "momentum": _at_least(0, "a number"),
     "alpha": _at_least(0, "a number"),
     "eval_tau_norm": _at_least(0, "a number"),
+    # logit adjustment: tau < 0 would favour the head classes, the opposite of the method
+    "la_tau": _at_least(0, "a number"),
     "eval_logit_adjust": _at_least(0, "a number"),
     # label smoothing of one class: 1 would leave no weight on the true class
     "smooth_head": _interval(0, 1, high_open=True),
@@ -336,7 +338,8 @@ def _read_yaml(path: str) -> dict:
         raise ConfigError(f"{path}: cannot read config file ({type(e).__name__}: "
                           f"{str(e)[:200]})") from None
     if raw is None:
-        return {}
+        raise ConfigError(f"{path}: the config file is empty (no 'key: value' lines); start "
+                          "from a file in config/ (config/defaults.py lists every key)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of 'key: value' lines at the top level")
     return raw
@@ -399,7 +402,23 @@ def validate(cfg: CN, stage: Optional[int] = 1) -> None:
     check_class_ranges(cfg)
     _check_schedule(cfg)
     _check_classifier(cfg)
+    _check_augmentation(cfg)
 
+
+# The data sets that have a per-image augmentation policy (AutoAugment / RandAugment): those
+# with PIL images; the digits are 8x8 arrays.
+POLICY_DATASETS = ("cifar10", "cifar100", "imagenet", "ina2018", "places")
+
+
+def _check_augmentation(cfg: CN) -> None:
+    on = [k for k in ("autoaugment", "randaugment") if cfg[k]]
+    if on and cfg.dataset not in POLICY_DATASETS:
+        raise ConfigError(f"key '{on[0]}' is True but data set {cfg.dataset} has no such "
+                          f"augmentation; accepted for {', '.join(POLICY_DATASETS)}")
+    if on and cfg.device_pipeline:
+        raise ConfigError(f"keys 'device_pipeline' and '{on[0]}' are both True: the device "
+                          "pipeline cannot apply autoaugment / randaugment (per-image PIL "
+                          "policies); set device_pipeline False")
 
 # classifier of loss's authors (key 'classifier: auto'): LDAM-DRW pairs LDAM with a cosine
 # classifier (cifar_train.py: use_norm = True if args.loss_type == 'LDAM'); Yang et al. train
@@ -464,16 +483,26 @@ def mixup_enabled(cfg: CN) -> bool:
     return bool(cfg.mixup) and cfg.alpha is not None and cfg.alpha > 0
 
 
+# Classes of each data set: ``num_classes`` when neither the yaml nor the command line gives it
+# (the reference default 100 fits only CIFAR-100; its default data set is CIFAR-10).
+DATASET_NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "imagenet": 1000,
+                       "ina2018": 8142, "places": 365}
+
+
 def load_config(path: str, opts: Sequence[str] = (), stage: Optional[int] = 1) -> CN:
     """Defaults, then the yaml file at ``path``, then ``KEY VALUE`` pairs from ``opts``,
-    validated for ``stage`` (1: train_stage1.py, 2: train_stage2.py, None: eval.py)."""
+    validated for ``stage`` (1: train_stage1.py, 2: train_stage2.py, None: eval.py).
+    ``num_classes`` given nowhere is the data set's (:data:`DATASET_NUM_CLASSES`)."""
     cfg = get_cfg_defaults()
-    _apply(cfg, _read_yaml(path), path)
+    raw = _read_yaml(path)
+    _apply(cfg, raw, path)
     opts = list(opts)
     if len(opts) % 2:
         raise ConfigError("overrides must come as KEY VALUE pairs; got an odd number: "
                           f"{_show(opts, 200)}")
     _apply(cfg, dict(zip(opts[0::2], opts[1::2])), "command line")
+    if "num_classes" not in raw and "num_classes" not in opts[0::2]:
+        cfg.num_classes = DATASET_NUM_CLASSES.get(cfg.dataset, cfg.num_classes)
     validate(cfg, stage)
     if not cfg.name:
         cfg.name = os.path.splitext(os.path.basename(path))[0]

@@ -7,6 +7,7 @@ classes are ordered as digits 0..9 (class 0 the most frequent). Fixed seed 0, no
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from typing import Tuple
 
@@ -18,6 +19,8 @@ from utils.errors import DataError
 
 DIGITS_MEAN = (0.3051,)
 DIGITS_STD = (0.3750,)
+
+log = logging.getLogger(__name__)
 
 
 def _transform(train: bool):
@@ -43,6 +46,9 @@ def load_digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
 
 def build_digits(cfg) -> DataBundle:
     check_num_classes(cfg.num_classes, 10, "digits")
+    if cfg.data_path:
+        log.warning("data_path %r is not read: dataset digits is scikit-learn's bundled "
+                    "images (set data_path '' to silence this)", cfg.data_path)
     values, labels = load_digits_arrays()
     images = np.round(values * (255.0 / 16.0)).astype(np.uint8)[..., None]  # N x 8 x 8 x 1
     rng = np.random.RandomState(0)

@@ -19,13 +19,13 @@ from typing import Optional, Union
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datasets.common import DataBundle, EpochSampler, has_policy, policy_keys_on
+from datasets.common import DataBundle, EpochSampler, policy_keys_on
 from datasets.device_pipeline import device_loader_for
 from datasets.imagelist import ImageListDataset
 from datasets.imagelist_pipeline import imagelist_loader_for
 from datasets.samplers import TrainSampler, build_sampler
 from datasets.workers import data_loader, per_rank_workers
-from utils.errors import ConfigError, DataError
+from utils.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +65,6 @@ def train_sampler(cfg, dataset: Dataset, rank: int, world_size: int,
                          num_epochs=cfg.num_epochs)
 
 
-def _check_policies(cfg, data: DataBundle) -> bool:
-    """Whether an augmentation policy is on; refuses one the data set's transform lacks."""
-    on = policy_keys_on(cfg)
-    if on and not has_policy(getattr(data.train, "transform", None)):
-        raise ConfigError(f"key '{on[0]}' is True but data set {cfg.dataset} has no such "
-                          "augmentation; accepted for cifar10, cifar100, imagenet, ina2018, "
-                          "places")
-    return bool(on)
-
-
 def train_loader(cfg, data: DataBundle, device: torch.device, rank: int, world_size: int,
                  sampler: Union[str, TrainSampler, None] = None):
     """The training loader of a run (see the module docstring). ``sampler``: a sampler kind
@@ -89,11 +79,13 @@ def train_loader(cfg, data: DataBundle, device: torch.device, rank: int, world_s
     if not isinstance(sampler, EpochSampler):
         log.info("training sampler: %s, %d samples per rank and epoch",
                  type(sampler).__name__, len(sampler))
-    policy = _check_policies(cfg, data)
+    n_train = len(data.train)
+    if batch * world_size > n_train:
+        log.warning("batch_size %d is larger than the %d training images: one step an epoch "
+                    "(the whole training set as one batch)", cfg.batch_size, n_train)
+    # the config check (config.validate) refuses a policy without a per-image transform
+    policy = bool(policy_keys_on(cfg))
     if cfg.device_pipeline:
-        if policy:
-            raise ConfigError("device_pipeline: True cannot apply autoaugment / randaugment "
-                              "(per-image PIL policies); set device_pipeline False")
         loader = device_loader_for(data, batch, device, cfg.seed, rank, world_size, sampler)
         if loader is not None:
             return loader

@@ -139,7 +139,6 @@ def run_training(prog: str, description: str, stage: int, trainer_cls,
             # A dry run creates nothing: no download, no unpacked archive, no run folder.
             data = build_data(cfg, dry_run=True) if args.dry_run else None
             trainer = trainer_cls(cfg, dist, hooks, data=data, dry_run=args.dry_run)
-            trainer.cfg_file = args.cfg
             if args.dry_run:
                 comm.on_main(print, trainer.summary())
                 return 0

@@ -33,6 +33,7 @@ from utils.errors import ConfigError
 METHODS = ("tau_norm", "logit_adjust")
 SELECT_ON = ("auto", "val", "test-half")
 DEFAULT_GRID = "0:2:0.1"  # 0, 0.1, ..., 2.0 (Kang et al. plot tau over [0, 2])
+MAX_GRID_POINTS = 10_001  # each tau is one pass over the logits: a bound on a typo's cost
 COLUMNS = ("acc1", "many", "medium", "few", "ece")  # the metrics of each tau, in percent
 
 
@@ -40,18 +41,26 @@ def parse_grid(text: str) -> List[float]:
     """``'0:2:0.1'`` (start:stop:step, stop included) or ``'0,0.5,1'`` -> sorted distinct taus;
     one ConfigError line otherwise."""
     bad = ConfigError(f"--tau-grid {text!r}: accepted: comma-separated numbers ('0,0.5,1') or "
-                      "start:stop:step with step > 0 ('0:2:0.1'), taus >= 0")
+                      "start:stop:step with step > 0 ('0:2:0.1'), taus >= 0, at most "
+                      f"{MAX_GRID_POINTS:,} points")
     try:
         if ":" in text:
             start, stop, step = (float(p) for p in text.split(":"))
-            if not step > 0 or stop < start or (stop - start) / step > 10_000:
+            if not step > 0 or stop < start:
                 raise bad
-            n = int(np.floor((stop - start) / step + 1e-9)) + 1
+            span = np.floor((stop - start) / step + 1e-9)
+            if not np.isfinite(span) or span + 1 > MAX_GRID_POINTS:
+                shown = f"{int(span) + 1:,}" if np.isfinite(span) else "too many"
+                raise ConfigError(f"--tau-grid {text!r} has {shown} points; accepted: at most "
+                                  f"{MAX_GRID_POINTS:,} (a larger step or a shorter range)")
+            n = int(span) + 1
             taus = [round(start + i * step, 10) for i in range(n)]
         else:
             taus = [float(p) for p in text.split(",")]
     except ValueError:
         raise bad from None
+    if len(taus) > MAX_GRID_POINTS:
+        raise bad
     if not taus or not all(np.isfinite(t) and t >= 0 for t in taus):
         raise bad
     return sorted(set(taus))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -78,7 +79,6 @@ class Trainer:
     """
 
     STAGE = 1  # saved in checkpoints ('stage'), so stage 2 tells its own from stage 1's
-    cfg_file = ""  # the yaml file the run was started with (the scripts set it), for hints
 
     # set by setup() for the length of train()
     run_dir: Optional[RunDir] = None
@@ -217,6 +217,7 @@ class Trainer:
                 log.info("resumed from %s at epoch %d%s", resume, self.state.epoch,
                          f", iteration {self.state.iteration}" if self.state.iteration else "")
             log.info("config:\n%s", cfg_to_yaml(self.cfg))
+            self.run_dir.write_config(cfg_to_yaml(self.cfg))
             log.info("%s", self.summary().replace("\n", "; "))
             self.writer = self.run_dir.tensorboard()
         self.position = _Position()
@@ -318,6 +319,7 @@ class Trainer:
         checkpoint, unreadable image, disk full...) is raised as is, after being written to
         the run's log with where it happened; every exit path stops the loader workers and
         releases the run folder (:meth:`close`)."""
+        failed = False
         try:
             self.setup()
             self.stop.install()
@@ -334,9 +336,8 @@ class Trainer:
         except Interrupted:
             self.save(best=False)
             comm.on_main(log.warning, "interrupted by signal %d at epoch %d, iteration %d; "
-                         "resume with: python train_stage%d.py --cfg %s resume %s",
-                         self.stop.signum, self.state.epoch + 1, self.state.iteration,
-                         self.STAGE, self.cfg_file or "<cfg>", self.run_dir.current)
+                         "resume with: %s", self.stop.signum, self.state.epoch + 1,
+                         self.state.iteration, self.resume_command())
             return 128 + self.stop.signum
         except NonFiniteLoss as e:
             comm.on_main(log.error, "%s", e)
@@ -344,11 +345,20 @@ class Trainer:
         except UserError as e:
             where = self.position.describe() if self.position is not None else "at start-up"
             self._log_to_file(f"stopped {where}: {one_line(str(e))}")
+            failed = True
             raise
         finally:
             self.close()  # first: a SIGTERM meanwhile only sets the stop flag
             if getattr(self, "stop", None) is not None:
                 self.stop.restore()
+            if failed and self.run_dir is not None and comm.is_main_process():
+                self.run_dir.discard_if_untrained()
+
+    def resume_command(self) -> str:
+        """The command that continues this run exactly: its own config (``config.yaml`` in the
+        run folder: the yaml and every override it ran with) and its checkpoint."""
+        return (f"python train_stage{self.STAGE}.py --cfg {shlex.quote(self.run_dir.config_file)}"
+                f" resume {shlex.quote(self.run_dir.current)}")
 
     def _log_to_file(self, message: str) -> None:
         """An ERROR record in the run's text log only (the script prints the error itself

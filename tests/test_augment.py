@@ -10,9 +10,8 @@ import torchvision.transforms as T
 from torch.utils.data import DataLoader
 
 import train_stage1
-from config import get_cfg_defaults
+from config import get_cfg_defaults, validate
 from datasets import build_data
-from datasets.common import ArrayImageDataset, DataBundle
 from datasets.loader import train_loader
 from engine.hooks import HookBase
 from methods import ARBLoss, mixup_criterion
@@ -100,8 +99,8 @@ def test_policy_is_drawn_from_the_sample_seed(small_cifar10):
 
 def test_loaders_with_a_policy(small_cifar10, tree, caplog):
     cfg = cifar_cfg(small_cifar10, autoaugment=True, device_pipeline=True, workers=0)
-    with pytest.raises(ConfigError, match="device_pipeline"):
-        train_loader(cfg, build_data(cfg), CPU, 0, 1)
+    with pytest.raises(ConfigError, match="keys 'device_pipeline' and 'autoaugment' are both"):
+        validate(cfg)  # load_config runs it: the dry run refuses it too
     cfg.device_pipeline = False
     assert isinstance(train_loader(cfg, build_data(cfg), CPU, 0, 1), DataLoader)
     # the image-list fast path gives way to the reference per-image transform, saying so once
@@ -111,14 +110,11 @@ def test_loaders_with_a_policy(small_cifar10, tree, caplog):
         ld = train_loader(cfg, data, CPU, 0, 1)
     assert isinstance(ld, DataLoader) and ld.dataset.transform is data.train.transform
     assert sum("reference per-image transform" in r.getMessage() for r in caplog.records) == 1
-    # a data set whose transforms have no policy refuses the key instead of ignoring it
-    images = np.zeros((4, 8, 8, 1), np.uint8)
-    ds = ArrayImageDataset(images, [0, 0, 1, 1], T.ToTensor())
-    digits_like = DataBundle(ds, ds, [2, 2], "digits")
+    # a data set without a per-image policy refuses the key instead of ignoring it
     cfg = get_cfg_defaults()
-    cfg.dataset, cfg.autoaugment, cfg.workers = "digits", True, 0
+    cfg.dataset, cfg.autoaugment, cfg.workers, cfg.num_classes = "digits", True, 0, 10
     with pytest.raises(ConfigError, match="key 'autoaugment'.*digits"):
-        train_loader(cfg, digits_like, CPU, 0, 1)
+        validate(cfg)
 
 
 # ---------------------------------------------------------------- CutMix

@@ -24,6 +24,7 @@ REFERENCE_DEFAULTS = dict(
     not_pretrained=False, arbloss_fl=False, train_stage2_instance=False)
 
 PUBLISHED = os.path.join(ROOT, "tests", "data", "published_configs")
+NOT_EMPTY = "print_freq: 40\n"  # a yaml holding only a default
 # the MiSLAS CIFAR-10 stage-1 file with every ARB-Loss key added (as yacs accepts it)
 ARB_KEYS = """arbloss: True
 warbloss: False
@@ -138,7 +139,7 @@ def test_overrides_are_merged():
 ])
 def test_config_errors(tmp_path, text, opts, match):
     p = tmp_path / "bad.yaml"
-    p.write_text(text)
+    p.write_text(text or NOT_EMPTY)  # an empty file is an error of its own
     with pytest.raises(ConfigError, match=re.escape(match)):
         load_config(str(p), opts)
 
@@ -226,7 +227,7 @@ def test_config_errors(tmp_path, text, opts, match):
 ])
 def test_one_line_errors_name_key_value_and_accepted(tmp_path, text, opts, message):
     p = tmp_path / "bad.yaml"
-    p.write_text(text)
+    p.write_text(text or NOT_EMPTY)  # an empty file is an error of its own
     with pytest.raises(ConfigError) as e:
         load_config(str(p), opts)
     msg = str(e.value).replace(str(tmp_path) + os.sep, "")

@@ -71,10 +71,10 @@ def test_interrupt_inside_an_epoch_then_resume_is_exact(baseline, tmp_path, monk
     assert code == 128 + signal.SIGTERM
     monkeypatch.undo()
     run = only_run_dir(str(tmp_path))
-    # the log's hint is a command to copy: the real config file, not a placeholder
+    # the log's hint is a command to copy: the run's own config (yaml + overrides)
     with open(os.path.join(run, "logs", "digits_imb005_ce.txt")) as f:
-        assert (f"resume with: python train_stage1.py --cfg {DIGITS_CE} resume "
-                f"{os.path.join(run, 'ckps', 'current.pth.tar')}") in f.read()
+        assert (f"resume with: python train_stage1.py --cfg {os.path.join(run, 'config.yaml')} "
+                f"resume {os.path.join(run, 'ckps', 'current.pth.tar')}") in f.read()
     ckpt = load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))
     assert (ckpt["epoch"], ckpt["iteration"]) == (1, 3)
     # the cut epoch's per-step losses and batch sizes, one entry per rank
@@ -303,7 +303,10 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(tmp_path, capsys, c
 
 # ------------------------------------------------------------------ run folders
 S2_MISLAS = os.path.join(ROOT, "config", "digits", "digits_imb005_stage2_mislas.yaml")
-ONE = ["num_epochs", "1", "print_freq", "3"]
+# the step schedule: a run on it may be extended (more epochs) in its own folder; on the
+# digits config's cosine, more epochs would re-spread the schedule (another run)
+STEP = ["cos", "False"]
+ONE = ["num_epochs", "1", "print_freq", "3", *STEP]
 
 
 @pytest.fixture(scope="module")
@@ -353,9 +356,13 @@ def test_resume_safe_keys_are_config_keys_and_only_they_are_ignored():
     defaults = get_cfg_defaults()
     assert RESUME_SAFE_KEYS <= set(defaults)
     cfg = load_config(DIGITS_CE, ["workers", "4", "print_freq", "1", "device", "cpu",
-                                  "data_path", "/elsewhere", "num_epochs", "30"])
+                                  "data_path", "/elsewhere", "num_epochs", "30", *STEP])
+    saved = load_config(DIGITS_CE, STEP)
+    assert config_differences(saved, cfg) == []  # safe keys, and more epochs (step schedule)
+    # on a cosine schedule more epochs change every later epoch's lr: another run
+    assert config_differences(load_config(DIGITS_CE), load_config(
+        DIGITS_CE, ["num_epochs", "30"])) == ["num_epochs 15 -> 30"]
     saved = load_config(DIGITS_CE)
-    assert config_differences(saved, cfg) == []  # safe keys, and more epochs
     cfg = load_config(DIGITS_CE, ["lr", "0.1", "num_epochs", "10", "seed", "1"])
     assert config_differences(saved, cfg) == ["lr 0.05 -> 0.1", "num_epochs 15 -> 10",
                                               "seed 0 -> 1"]
@@ -366,8 +373,8 @@ def test_resume_of_another_config_starts_a_new_folder_from_its_weights(one_run, 
     out = tmp_path / "out"
     start = StartWeights()
     assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs", "2",
-                              "print_freq", "3", "lr", "0.02", "resume", current(one_run)],
-                             hooks=[start]) == 0
+                              "print_freq", "3", "lr", "0.02", "resume", current(one_run),
+                              *STEP], hooks=[start]) == 0
     new = only_run_dir(str(out))
     assert [r["epoch"] for r in read_metrics(new)] == [2]  # from the epoch after its last
     assert torch.equal(start.weight, classifier(current(one_run)))
@@ -380,7 +387,7 @@ def test_resume_of_another_config_starts_a_new_folder_from_its_weights(one_run, 
 def test_a_new_run_with_nothing_to_train_is_refused(one_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs", "1",
-                           "lr", "0.02", "resume", current(one_run)])
+                           "lr", "0.02", "resume", current(one_run), *STEP])
     assert e.value.code == 2
     assert one_stderr_line(capsys) == (
         f"train_stage1.py: error: key 'num_epochs' is 1 but {current(one_run)} is at epoch 1 "
@@ -394,7 +401,7 @@ def test_resume_of_this_config_continues_in_its_folder(one_run, tmp_path):
     assert train_stage1.main(["--cfg", DIGITS_CE, "num_epochs", "2", "print_freq", "1",
                               "eval_freq", "1", "device", "cpu", "test_batch_size", "100",
                               "output_dir", str(tmp_path / "elsewhere"), "resume",
-                              current(run)]) == 0
+                              current(run), *STEP]) == 0
     assert os.listdir(tmp_path / "saved") == [os.path.basename(run)]
     assert not (tmp_path / "elsewhere").exists()
     assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
@@ -408,7 +415,7 @@ def test_model_best_of_this_config_resumes_in_a_new_folder(one_run, tmp_path):
     before, names = snapshot(parent), os.listdir(parent)
     best = os.path.join(one_run, "ckps", "model_best.pth.tar")
     assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
-                              "2", "print_freq", "3", "resume", best]) == 0
+                              "2", "print_freq", "3", "resume", best, *STEP]) == 0
     new = only_run_dir(str(tmp_path))
     assert [r["epoch"] for r in read_metrics(new)] == [2]
     assert "not the newest checkpoint of its run (current.pth.tar)" in run_log(new)
@@ -461,7 +468,7 @@ def test_checkpoint_of_a_later_stage_is_refused_by_stage1(one_run, tmp_path, cap
 def test_stage2_from_stage1_then_its_own_resumes(one_run, tmp_path):
     """Stage 2 starts from a stage-1 checkpoint in a new folder at epoch 0 (the stage-1 folder
     untouched); a stage-2 checkpoint continues in its folder with the same stage-2 config, and
-    starts a new folder with another."""
+    starts a new folder with another (more epochs included: stage 2's cosine spans them)."""
     before = snapshot(one_run)
     out = tmp_path / "s2"
     common = ["--cfg", S2_MISLAS, "output_dir", str(out), "print_freq", "3"]
@@ -472,15 +479,17 @@ def test_stage2_from_stage1_then_its_own_resumes(one_run, tmp_path):
     ck = load_checkpoint(current(s2))
     assert ck["stage"] == 2
     assert [g.get("name") for g in ck["optimizer"]["param_groups"]] == ["classifier", "lws"]
-    assert train_stage2.main([*common, "num_epochs", "2", "resume", "auto"]) == 0
-    assert os.listdir(out) == [os.path.basename(s2)]
-    assert [r["epoch"] for r in read_metrics(s2)] == [1, 2]
     before = snapshot(s2)
-    assert train_stage2.main([*common, "num_epochs", "3", "lr", "0.01", "resume",
-                              current(s2)]) == 0
+    # more epochs re-spread stage 2's cosine: another run, in a new folder
+    assert train_stage2.main([*common, "num_epochs", "2", "resume", "auto"]) == 0
     [new] = new_folders(str(out), [os.path.basename(s2)])
-    assert [r["epoch"] for r in read_metrics(str(out / new))] == [3]
+    assert [r["epoch"] for r in read_metrics(str(out / new))] == [2]
+    assert "num_epochs 1 -> 2" in run_log(str(out / new), "digits_imb005_stage2_mislas")
     assert snapshot(s2) == before
+    # the same config: the run's own folder (nothing left to train here)
+    assert train_stage2.main([*common, "num_epochs", "1", "resume", current(s2)]) == 0
+    assert sorted(os.listdir(out)) == sorted([os.path.basename(s2), new])
+    assert [r["epoch"] for r in read_metrics(s2)] == [1]
 
 
 def test_read_only_checkpoint_folder_stops_before_training(one_run, tmp_path, capsys):
@@ -491,7 +500,7 @@ def test_read_only_checkpoint_folder_stops_before_training(one_run, tmp_path, ca
         before = snapshot(str(tmp_path / "saved"))
         with pytest.raises(SystemExit) as e:
             train_stage1.main(["--cfg", DIGITS_CE, "num_epochs", "2", "output_dir",
-                               str(tmp_path / "saved"), "resume", current(run)])
+                               str(tmp_path / "saved"), "resume", current(run), *STEP])
         after = snapshot(str(tmp_path / "saved"))
     finally:
         os.chmod(ckps, 0o755)

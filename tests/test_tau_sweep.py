@@ -58,9 +58,18 @@ def test_parse_grid():
     assert np.allclose(grid, np.arange(21) / 10)
     assert parse_grid("1,0.5,0,0.5") == [0.0, 0.5, 1.0]
     assert parse_grid("0.3:0.3:1") == [0.3]
-    for bad in ("a", "", "1:0:0.1", "0:1:0", "0:1", "-1,1", "nan", "0,inf", "0:1e9:1e-9"):
-        with pytest.raises(ConfigError, match="accepted: comma-separated numbers"):
+    for bad in ("a", "", "1:0:0.1", "0:1:0", "0:1", "-1,1", "nan", "0,inf"):
+        with pytest.raises(ConfigError, match="accepted: comma-separated numbers.*at most "
+                                              "10,001 points"):
             parse_grid(bad)
+    # the cap is stated with the grid's own size
+    assert len(parse_grid("0:1000:0.1")) == 10_001
+    for big, n in (("0:1000:0.0001", "10,000,001"), ("0:1e9:1e-9", "1,000,000,000,000,000,001"),
+                   ("0:1e300:1e-300", "too many")):
+        with pytest.raises(ConfigError, match=f"has {n} points; accepted: at most 10,001"):
+            parse_grid(big)
+    with pytest.raises(ConfigError, match="at most 10,001 points"):
+        parse_grid(",".join(str(i) for i in range(10_002)))
 
 
 @pytest.mark.parametrize("lws", [False, True])

@@ -50,9 +50,10 @@ if ROOT not in sys.path:  # run as a script: make the repository's packages impo
 
 from config import load_config  # noqa: E402
 from utils.errors import EXIT_USER_ERROR, CheckpointError, UserError, one_line  # noqa: E402
-from utils.rundir import find_latest_checkpoint  # noqa: E402
+from utils.rundir import RunLock, find_latest_checkpoint  # noqa: E402
 
 PROG = "sweep.py"
+SWEEP_LOCK = ".sweep.lock"  # held by the sweep running in an --out folder
 SET_BY_SWEEP = {"seed": "--seeds", "name": "the sweep (config and seed)",
                 "output_dir": "--out", "resume": "the sweep (resume auto)"}
 METRICS = ("acc1", "many", "medium", "few", "ece")
@@ -391,9 +392,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point; returns the exit status."""
     args = parse_args(argv)
     out = os.path.abspath(args.out)
+    lock = RunLock(out, SWEEP_LOCK, "another sweep is running there")
     try:
         runs = plan(args)
         os.makedirs(out, exist_ok=True)
+        lock.acquire()  # one sweep per folder: a second would train every run again
     except UserError as e:
         sys.stderr.write(f"{PROG}: error: {one_line(str(e))}\n")
         return EXIT_USER_ERROR

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import socket
 import time
 from typing import Any, Dict, List, Optional
@@ -34,6 +35,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, folders ar
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
+CONFIG_FILE = "config.yaml"
 
 # The resume-safe keys: a run resumed with other values of these is still the same run and
 # continues in its folder. Each only says where files are, how the work is spread over
@@ -68,16 +70,26 @@ def _plain(v: Any) -> Any:
     return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
+def schedule_spans_num_epochs(cfg) -> bool:
+    """Whether the learning rate of an epoch depends on ``num_epochs``: the cosine schedule
+    (``cos``) and stage 2 (always cosine). The step schedule does not: a run on it may be
+    extended in its own folder."""
+    return bool(cfg.cos) or cfg.mode == "stage2"
+
+
 def config_differences(saved, cfg) -> List[str]:
     """``key old -> new`` for every key of ``cfg`` whose value differs from the ``saved``
     config (both config nodes), ignoring :data:`RESUME_SAFE_KEYS` and a larger
-    ``num_epochs``; [] when ``cfg`` continues the saved run."""
+    ``num_epochs`` on a schedule that does not depend on it (:func:`schedule_spans_num_epochs`:
+    more epochs on a cosine schedule re-spread the past epochs' learning rates, so that is
+    another run); [] when ``cfg`` continues the saved run."""
     out = []
     for key in cfg:
         if key in RESUME_SAFE_KEYS:
             continue
         old, new = _plain(saved.get(key)), _plain(cfg[key])
-        if key == "num_epochs" and isinstance(old, int) and new >= old:
+        if (key == "num_epochs" and isinstance(old, int) and new >= old
+                and not schedule_spans_num_epochs(cfg)):
             continue
         if old != new:
             out.append(f"{key} {old!r} -> {new!r}")
@@ -148,9 +160,11 @@ class RunLock:
     lock of a process that died is free; the file may stay). The descriptor is not inherited
     by child processes, so loader workers never keep a folder locked."""
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, file: str = LOCK_FILE,
+                 busy: str = "a run of this config is writing there"):
         self.folder = folder
-        self.path = os.path.join(folder, LOCK_FILE)
+        self.path = os.path.join(folder, file)
+        self.busy = busy  # what the holder is doing, for the error line
         self._fd: Optional[int] = None
 
     def acquire(self) -> None:
@@ -166,9 +180,9 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise RunError(f"run folder {self.folder} is in use by {_holder(self.path)} "
-                           "(a run of this config is writing there); wait for it to end or "
-                           "stop it first") from None
+            kind = "run folder" if os.path.basename(self.path) == LOCK_FILE else "folder"
+            raise RunError(f"{kind} {self.folder} is in use by {_holder(self.path)} "
+                           f"({self.busy}); wait for it to end or stop it first") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         self._fd = fd
@@ -210,7 +224,10 @@ class RunDir:
         self.current = os.path.join(self.ckpt_dir, "current.pth.tar")
         self.best = os.path.join(self.ckpt_dir, "model_best.pth.tar")
         self.metrics_file = os.path.join(path, "metrics.jsonl")
+        # the config the run trains with (yaml + overrides), loadable with --cfg
+        self.config_file = os.path.join(path, CONFIG_FILE)
         self.lock: Optional[RunLock] = None  # rank 0 of a training run holds it
+        self.created = False  # made by this process (not a resumed run's folder)
 
     @classmethod
     def for_training(cls, cfg, continue_in: Optional[str] = None,
@@ -248,7 +265,29 @@ class RunDir:
             raise error
         run = cls(path, cfg)
         run.lock = lock
+        run.created = not continue_in
         return run
+
+    def write_config(self, text: str) -> None:
+        """Write the run's config (rank 0) as ``config.yaml``, replacing it atomically."""
+        tmp = self.config_file + ".tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, self.config_file)
+        except OSError as e:
+            raise RunError(write_error(f"cannot write {self.config_file}", self.path, e)) from None
+
+    def discard_if_untrained(self) -> bool:
+        """Remove the folder of a run this process created when it holds no checkpoint and no
+        metrics row (a run stopped by an error before its first epoch ended leaves nothing
+        behind); rank 0, after :meth:`release`. Returns whether it was removed."""
+        if not self.created or os.path.exists(self.current) or os.path.exists(self.best):
+            return False
+        if os.path.isfile(self.metrics_file) and os.path.getsize(self.metrics_file) > 0:
+            return False
+        shutil.rmtree(self.path, ignore_errors=True)
+        return not os.path.exists(self.path)
 
     def release(self) -> None:
         """Give the folder's lock back (rank 0; at the end of a run)."""
