@@ -11,28 +11,9 @@ The flow: arguments -> config (config/) -> process group and device -> engine.Tr
 metrics, checkpoints). Exit status: 0 done, 2 user error (one line on stderr), 3 non-finite
 loss, 128 + N stopped by signal N after saving a resumable checkpoint.
 """
-from __future__ import annotations
-
-import argparse
 import sys
-from typing import List, Optional, Sequence
 
-from engine import HookBase, Trainer
-from engine.cli import run_training, training_parser
-
-PROG = "train_stage1.py"
-DESCRIPTION = "Stage-1 long-tailed training (ARB-Loss, cross-entropy, baseline losses)."
-
-
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """``--cfg``, ``--dry-run``, ``--local_rank`` anywhere; ``opts``: the KEY VALUE overrides."""
-    return training_parser(PROG, DESCRIPTION).parse_args(argv)
-
-
-def main(argv: Optional[List[str]] = None, hooks: Sequence[HookBase] = ()) -> int:
-    """Entry point; returns the exit status. ``hooks`` run after the default ones."""
-    return run_training(PROG, DESCRIPTION, 1, Trainer, argv, hooks)
-
+from engine.commands import train_stage1
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(train_stage1())

@@ -10,29 +10,9 @@ baselines cRT / LWS (``stage2_method``); see engine/stage2.py.
 checkpoint of ours (or ``resume auto``) continues an interrupted stage-2 run exactly. Exit
 status as train_stage1.py: 0 done, 2 user error, 3 non-finite loss, 128 + N signal N.
 """
-from __future__ import annotations
-
-import argparse
 import sys
-from typing import List, Optional, Sequence
 
-from engine import HookBase
-from engine.cli import run_training, training_parser
-from engine.stage2 import Stage2Trainer
-
-PROG = "train_stage2.py"
-DESCRIPTION = "Stage-2 classifier re-training (MiSLAS, cRT, LWS)."
-
-
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """``--cfg``, ``--dry-run``, ``--local_rank`` anywhere; ``opts``: the KEY VALUE overrides."""
-    return training_parser(PROG, DESCRIPTION).parse_args(argv)
-
-
-def main(argv: Optional[List[str]] = None, hooks: Sequence[HookBase] = ()) -> int:
-    """Entry point; returns the exit status. ``hooks`` run after the default ones."""
-    return run_training(PROG, DESCRIPTION, 2, Stage2Trainer, argv, hooks)
-
+from engine.commands import train_stage2
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(train_stage2())

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import eval as eval_script
-import train_stage1
 from analysis.neural_collapse import NC_KEYS, nc_analysis, nc_keys, nc_metrics
+from engine import commands, eval_cli
 from tests.conftest import DIGITS_CE, only_run_dir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -141,7 +140,7 @@ def test_nc_empty_group_is_nan_and_shapes_are_checked():
 @pytest.fixture(scope="module")
 def digits_ckpt(tmp_path_factory):
     out = tmp_path_factory.mktemp("analysis_runs")
-    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs", "1",
+    assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs", "1",
                               "print_freq", "5"]) == 0
     run = only_run_dir(str(out))
     return run, os.path.join(run, "ckps", "model_best.pth.tar")
@@ -151,7 +150,7 @@ def digits_ckpt(tmp_path_factory):
 def test_eval_writes_report_json_csv_and_figures(digits_ckpt, tmp_path, capsys):
     run, ckpt = digits_ckpt
     out = tmp_path / "report"
-    assert eval_script.main(["--cfg", DIGITS_CE, "--json", "--out", str(out),
+    assert commands.evaluate(["--cfg", DIGITS_CE, "--json", "--out", str(out),
                              "resume", ckpt]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rep = json.load(open(out / "report.json"))
@@ -188,7 +187,7 @@ def test_eval_writes_report_json_csv_and_figures(digits_ckpt, tmp_path, capsys):
 @pytest.mark.slow
 def test_eval_default_report_folder_and_no_nc(digits_ckpt, capsys):
     run, ckpt = digits_ckpt
-    assert eval_script.main(["--cfg", DIGITS_CE, "--no-nc", "resume", ckpt]) == 0
+    assert commands.evaluate(["--cfg", DIGITS_CE, "--no-nc", "resume", ckpt]) == 0
     text = capsys.readouterr().out
     folder = os.path.join(run, "eval_model_best")  # the sibling of ckps/
     assert f"report: {folder}" in text and "NC1" not in text
@@ -201,16 +200,16 @@ def test_eval_default_report_folder_and_no_nc(digits_ckpt, capsys):
 def test_eval_report_dir_rules(tmp_path):
     from config import get_cfg_defaults
     cfg = get_cfg_defaults()
-    assert (eval_script.default_report_dir("/r/run_1/ckps/model_best.pth.tar", cfg) ==
+    assert (eval_cli.default_report_dir("/r/run_1/ckps/model_best.pth.tar", cfg) ==
         "/r/run_1/eval_model_best")
-    assert (eval_script.default_report_dir("/d/cifar10_imb001.pth", cfg) ==
+    assert (eval_cli.default_report_dir("/d/cifar10_imb001.pth", cfg) ==
         "/d/eval_cifar10_imb001")
     # a corrected report gets a folder of its own (it replaced the plain one before)
     cfg.eval_tau_norm = 1.0
-    assert (eval_script.default_report_dir("/r/run_1/ckps/model_best.pth.tar", cfg) ==
+    assert (eval_cli.default_report_dir("/r/run_1/ckps/model_best.pth.tar", cfg) ==
         "/r/run_1/eval_model_best_tau_norm1")
     cfg.eval_tau_norm, cfg.eval_logit_adjust = 0.5, 1.25
-    assert (eval_script.default_report_dir("/d/x.pth.tar", cfg) ==
+    assert (eval_cli.default_report_dir("/d/x.pth.tar", cfg) ==
         "/d/eval_x_tau_norm0.5_logit_adjust1.25")
 
 

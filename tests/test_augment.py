@@ -9,10 +9,10 @@ import torch
 import torchvision.transforms as T
 from torch.utils.data import DataLoader
 
-import train_stage1
 from config import get_cfg_defaults, validate
 from datasets import build_data
 from datasets.loader import train_loader
+from engine import commands
 from engine.hooks import HookBase
 from methods import ARBLoss, mixup_criterion
 from methods.mixup import BatchMix, batch_mixing, cutmix_box, cutmix_data
@@ -216,7 +216,7 @@ class _Record(HookBase):
 @pytest.mark.parametrize("device_pipeline", ["False", "True"])
 def test_digits_run_with_cutmix(tmp_path, device_pipeline):
     rec = _Record()
-    assert train_stage1.main(["--cfg", DIGITS_ARB, "output_dir", str(tmp_path), "num_epochs",
+    assert commands.train_stage1(["--cfg", DIGITS_ARB, "output_dir", str(tmp_path), "num_epochs",
                               "1", "mixup", "False", "cutmix", "True", "device_pipeline",
                               device_pipeline, "sampler", "class_balanced"], hooks=[rec]) == 0
     assert len(read_metrics(only_run_dir(str(tmp_path)))) == 1
@@ -229,7 +229,7 @@ def test_digits_run_with_cutmix(tmp_path, device_pipeline):
 
 def test_mixup_and_cutmix_together_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        train_stage1.main(["--cfg", DIGITS_ARB, "output_dir", str(tmp_path), "mixup", "True",
+        commands.train_stage1(["--cfg", DIGITS_ARB, "output_dir", str(tmp_path), "mixup", "True",
                            "cutmix", "True"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -240,7 +240,7 @@ def test_mixup_and_cutmix_together_exit_2(tmp_path, capsys):
 @pytest.mark.parametrize("key", ["autoaugment", "randaugment"])
 def test_cifar_run_with_a_policy(small_cifar10, tmp_path, key):
     cfg = os.path.join(ROOT, "config", "cifar10", "cifar10_imb01_stage1_mixup.yaml")
-    assert train_stage1.main(["--cfg", cfg, "output_dir", str(tmp_path), "num_epochs", "1",
+    assert commands.train_stage1(["--cfg", cfg, "output_dir", str(tmp_path), "num_epochs", "1",
                               "data_path", small_cifar10, "download", "False", "backbone",
                               "resnet8_fe", "batch_size", "32", "workers", "0",
                               key, "True"]) == 0

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import train_stage1
 from config import classifier_kind, load_config
+from engine import commands
 from engine.schedule import lr_at_epoch
 from methods import DeferredReweighting, DotRegressionLoss, LDAMLoss, build_criterion
 from models import build_network
@@ -152,7 +152,7 @@ def cifar_data(tmp_path_factory):
 def test_every_baseline_config_dry_runs(path, cifar_data, tmp_path, capsys):
     cfg = load_config(path)
     out = tmp_path / "out"
-    assert train_stage1.main(["--cfg", path, "--dry-run", "data_path",
+    assert commands.train_stage1(["--cfg", path, "--dry-run", "data_path",
                               cifar_data[cfg.dataset], "download", "False",
                               "output_dir", str(out)]) == 0
     text = capsys.readouterr().out

@@ -5,8 +5,7 @@ import os
 import pytest
 
 import datasets.cifar
-import eval as eval_script
-import train_stage1
+from engine import commands
 from engine.cli import ScriptParser
 from tests.conftest import DIGITS_ARB, ROOT, write_cifar
 from utils.errors import ConfigError
@@ -30,27 +29,27 @@ def one_error_line(capsys, prog="train_stage1.py") -> str:
     ["--local_rank", "3", "--cfg", DIGITS_ARB, "--dry-run", "num_epochs", "1", "lr", "0.5"],
 ])
 def test_train_flags_anywhere(argv):
-    args = train_stage1.parse_args(argv)
+    args = commands.stage1_args(argv)
     assert args.cfg == DIGITS_ARB and args.dry_run
     assert args.opts == ["num_epochs", "1", "lr", "0.5"]
     assert args.local_rank == (3 if any("local" in a for a in argv) else None)
 
 
 def test_eval_flags_after_the_overrides():
-    args = eval_script.parse_args(["--cfg", DIGITS_ARB, "resume", "x.pth.tar", "--out", "rep",
+    args = commands.eval_args(["--cfg", DIGITS_ARB, "resume", "x.pth.tar", "--out", "rep",
                                    "workers", "0", "--json", "--no-nc", "--no-report",
                                    "--local_rank", "1"])
     assert args.opts == ["resume", "x.pth.tar", "workers", "0"]
     assert (args.out, args.json, args.no_nc, args.no_report, args.local_rank) == (
         "rep", True, True, True, 1)
-    args = eval_script.parse_args(["resume", "x.pth.tar", "--out=rep", "--cfg", DIGITS_ARB])
+    args = commands.eval_args(["resume", "x.pth.tar", "--out=rep", "--cfg", DIGITS_ARB])
     assert args.opts == ["resume", "x.pth.tar"] and args.out == "rep" and not args.json
 
 
 def test_values_with_one_dash_are_values_and_double_dash_ends_the_flags():
-    args = train_stage1.parse_args(["--cfg", "c.yaml", "lr", "-1e-3", "seed", "-1", "name", "-x"])
+    args = commands.stage1_args(["--cfg", "c.yaml", "lr", "-1e-3", "seed", "-1", "name", "-x"])
     assert args.opts == ["lr", "-1e-3", "seed", "-1", "name", "-x"]
-    args = train_stage1.parse_args(["--cfg", "c.yaml", "--", "name", "--dry-run"])
+    args = commands.stage1_args(["--cfg", "c.yaml", "--", "name", "--dry-run"])
     assert args.opts == ["name", "--dry-run"] and not args.dry_run
 
 
@@ -79,7 +78,7 @@ def test_values_with_one_dash_are_values_and_double_dash_ends_the_flags():
 def test_command_line_misuse_is_one_line_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
-        train_stage1.main(argv)
+        commands.train_stage1(argv)
     assert e.value.code == 2
     assert one_error_line(capsys) == message
     assert os.listdir(tmp_path) == []
@@ -87,7 +86,7 @@ def test_command_line_misuse_is_one_line_exit_2(argv, message, capsys, tmp_path,
 
 def test_eval_unknown_flag_is_one_line(capsys):
     with pytest.raises(SystemExit) as e:
-        eval_script.main(["--cfg", DIGITS_ARB, "resume", "x", "--no-plot"])
+        commands.evaluate(["--cfg", DIGITS_ARB, "resume", "x", "--no-plot"])
     assert e.value.code == 2
     assert one_error_line(capsys, "eval.py").startswith(
         "unknown flag '--no-plot' (did you mean '--no-report'?); flags: --help, --cfg, --json, "
@@ -96,7 +95,7 @@ def test_eval_unknown_flag_is_one_line(capsys):
 
 def test_help_lists_the_flags_and_exits_0(capsys):
     with pytest.raises(SystemExit) as e:
-        train_stage1.parse_args(["num_epochs", "1", "-h"])
+        commands.stage1_args(["num_epochs", "1", "-h"])
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "--dry-run" in out and "KEY VALUE" in out and "--local_rank" not in out
@@ -126,7 +125,7 @@ def test_dry_run_with_cifar_missing_creates_and_downloads_nothing(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(datasets.cifar, "_try_download", _no_download)
     with pytest.raises(SystemExit) as e:
-        train_stage1.main(["--cfg", CIFAR10, "--dry-run"])
+        commands.train_stage1(["--cfg", CIFAR10, "--dry-run"])
     assert e.value.code == 2
     assert one_error_line(capsys) == (
         "cifar10 not found under data_path './data/cifar10': expected "
@@ -143,7 +142,7 @@ def test_dry_run_reads_an_archive_without_unpacking_it(tmp_path, monkeypatch, ca
     before = _tree(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(datasets.cifar, "_try_download", _no_download)
-    assert train_stage1.main(["--cfg", CIFAR10, "data_path", str(data), "backbone",
+    assert commands.train_stage1(["--cfg", CIFAR10, "data_path", str(data), "backbone",
                               "resnet8_fe", "--dry-run"]) == 0
     assert "training images: 118 (largest class 30, smallest 3" in capsys.readouterr().out
     assert _tree(tmp_path) == before == ["cifar", os.path.join("cifar", "cifar-10-python.tar.gz")]
@@ -160,7 +159,7 @@ def test_dry_run_on_a_truncated_archive_is_one_line(tmp_path, capsys):
     arc = data / "cifar-10-python.tar.gz"
     arc.write_bytes(arc.read_bytes()[:300])
     with pytest.raises(SystemExit) as e:
-        train_stage1.main(["--cfg", CIFAR10, "data_path", str(data), "--dry-run"])
+        commands.train_stage1(["--cfg", CIFAR10, "data_path", str(data), "--dry-run"])
     assert e.value.code == 2
     assert "cifar-10-python.tar.gz: cannot read the archive, truncated or corrupt" in (
         one_error_line(capsys))
@@ -178,7 +177,7 @@ def test_failed_download_leaves_no_empty_folder(tmp_path, monkeypatch, capsys):
         return False
     monkeypatch.setattr(datasets.cifar, "_try_download", failed_download)
     with pytest.raises(SystemExit) as e:
-        train_stage1.main(["--cfg", CIFAR10, "output_dir", str(tmp_path / "out")])
+        commands.train_stage1(["--cfg", CIFAR10, "output_dir", str(tmp_path / "out")])
     assert e.value.code == 2 and calls == ["./data/cifar10"]
     assert "cifar10 not found under data_path './data/cifar10'" in one_error_line(capsys)
     assert sorted(os.listdir(tmp_path)) == ["keep"]  # ./data and ./data/cifar10 removed

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import config
-import train_stage1
 from config import cfg_from_yaml_string, cfg_to_yaml, get_cfg_defaults, load_config
+from engine import commands
 from tests.conftest import DIGITS_CE
 
 DEFAULTS = get_cfg_defaults()
@@ -196,7 +196,7 @@ def run_main(argv):
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
-            code = train_stage1.main(argv)
+            code = commands.train_stage1(argv)
         except SystemExit as e:
             code = e.code
     return code, err.getvalue()

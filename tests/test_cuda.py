@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-import eval as eval_script
-import train_stage1
 from datasets.device_pipeline import DeviceLoader
+from engine import commands
 from tests.conftest import (
     DIGITS_ARB,
     DIGITS_CE,
@@ -35,13 +34,13 @@ def rows_of(out_dir):
 
 
 def train(cfg, out, *opts):
-    assert train_stage1.main(["--cfg", cfg, "output_dir", str(out), *CUDA, *opts]) == 0
+    assert commands.train_stage1(["--cfg", cfg, "output_dir", str(out), *CUDA, *opts]) == 0
     return only_run_dir(str(out))
 
 
 def eval_json(cfg, ckpt, capsys, *opts):
     capsys.readouterr()
-    assert eval_script.main(["--json", "--no-report", "--cfg", cfg, *CUDA, *opts, "resume",
+    assert commands.evaluate(["--json", "--no-report", "--cfg", cfg, *CUDA, *opts, "resume",
                              ckpt]) == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
@@ -96,9 +95,9 @@ def test_exact_resume_on_cuda(tmp_path, monkeypatch):
     cut = tmp_path / "cut"
     args = ["--cfg", DIGITS_CE, "output_dir", str(cut), *CUDA, "deterministic", "True",
             "mixup", "True", "num_epochs", "3"]
-    assert train_stage1.main(args) == 128 + 15
+    assert commands.train_stage1(args) == 128 + 15
     monkeypatch.undo()
-    assert train_stage1.main(args + ["resume", "auto"]) == 0
+    assert commands.train_stage1(args + ["resume", "auto"]) == 0
     assert rows_of(cut) == rows_of(base)
 
 

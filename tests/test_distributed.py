@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-import eval as eval_script
-import train_stage1
 from datasets.common import EpochSampler
+from engine import commands
 from tests.conftest import (
     DIGITS_ARB,
     HANG_TIMEOUT,
@@ -48,7 +47,7 @@ def check_single_run(out_dir, capsys):
         assert "INFO device cpu, 2 processes, backend gloo\n" in f.read()
     assert not any(k.startswith("module.") for k in ckpt["state_dict_model"])
     # the DDP evaluation logged during training equals a single-process evaluation
-    assert eval_script.main(["--cfg", DIGITS_ARB, "--json", "resume", ckpt_path]) == 0
+    assert commands.evaluate(["--cfg", DIGITS_ARB, "--json", "resume", ckpt_path]) == 0
     import json
     single = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     logged = read_metrics(run)[-1]
@@ -90,7 +89,7 @@ def test_stage2_under_torchrun(tmp_path, capsys):
     """train_stage2.py with 2 processes from a stage-1 checkpoint: rank-aware class-aware
     sampling, DDP over classifier + LWS; the logged evaluation equals eval.py's."""
     s1 = tmp_path / "s1"
-    assert train_stage1.main(["--cfg", DIGITS_ARB, "output_dir", str(s1), "num_epochs", "1",
+    assert commands.train_stage1(["--cfg", DIGITS_ARB, "output_dir", str(s1), "num_epochs", "1",
                               "print_freq", "5"]) == 0
     ckpt = os.path.join(only_run_dir(str(s1)), "ckps", "current.pth.tar")
     s2 = tmp_path / "s2"
@@ -104,7 +103,7 @@ def test_stage2_under_torchrun(tmp_path, capsys):
     saved = load_checkpoint(path)
     assert saved["world_size"] == 2 and saved["stage"] == 2
     capsys.readouterr()
-    assert eval_script.main(["--cfg", cfg, "--json", "--no-report", "--no-nc", "resume",
+    assert commands.evaluate(["--cfg", cfg, "--json", "--no-report", "--no-nc", "resume",
                              path]) == 0
     import json
     single = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -209,7 +208,7 @@ def test_a_rank_that_dies_ends_the_job_non_zero(tmp_path):
 @pytest.mark.parametrize("flag", [["--local_rank", "1"], ["--local-rank=1"]])
 def test_both_local_rank_spellings_are_accepted(flag):
     # older launchers pass --local_rank, newer ones --local-rank (before the script's own args)
-    args = train_stage1.parse_args([*flag, "--cfg", DIGITS_ARB, "num_epochs", "1"])
+    args = commands.stage1_args([*flag, "--cfg", DIGITS_ARB, "num_epochs", "1"])
     assert args.local_rank == 1 and args.opts == ["num_epochs", "1"]
 
 

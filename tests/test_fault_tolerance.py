@@ -13,11 +13,8 @@ import pytest
 import torch
 
 import engine.trainer
-import eval as eval_script
-import train_stage1
-import train_stage2
 from config import get_cfg_defaults, load_config
-from engine import HookBase
+from engine import HookBase, commands
 from engine.checkpointer import own_rank_entry
 from tests.conftest import (
     DIGITS_CE,
@@ -57,7 +54,7 @@ def assert_same_weights(a, b):
 def baseline(tmp_path_factory):
     """An uninterrupted 3-epoch run (deterministic, CPU)."""
     out = tmp_path_factory.mktemp("baseline")
-    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs", "3",
+    assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs", "3",
                               *MIX]) == 0
     run = only_run_dir(str(out))
     return strip_seconds(read_metrics(run)), final_weights(run)
@@ -66,7 +63,7 @@ def baseline(tmp_path_factory):
 @pytest.mark.slow
 def test_interrupt_inside_an_epoch_then_resume_is_exact(baseline, tmp_path, monkeypatch):
     signal_after_step(monkeypatch, 10)  # a SIGTERM arriving during step 3 of epoch 2
-    code = train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
+    code = commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
                               "3", *MIX])
     assert code == 128 + signal.SIGTERM
     monkeypatch.undo()
@@ -80,7 +77,7 @@ def test_interrupt_inside_an_epoch_then_resume_is_exact(baseline, tmp_path, monk
     # the cut epoch's per-step losses and batch sizes, one entry per rank
     assert len(ckpt["partial"]) == 1 and len(ckpt["partial"][0]["losses"]) == 3
     assert ckpt["partial"][0]["counts"] == [64.0, 64.0, 64.0]
-    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
+    assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
                               "3", *MIX, "resume", "auto"]) == 0
     assert only_run_dir(str(tmp_path)) == run  # continued in the same folder
     assert strip_seconds(read_metrics(run)) == baseline[0]
@@ -116,7 +113,7 @@ def test_sigterm_then_sigkill_then_resume_is_exact(baseline, tmp_path):
     p.kill()
     finish(p)
     load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))  # still readable
-    assert train_stage1.main(args[2:] + ["resume", "auto"]) == 0
+    assert commands.train_stage1(args[2:] + ["resume", "auto"]) == 0
     assert os.listdir(tmp_path) == [os.path.basename(run)]
     assert strip_seconds(read_metrics(run)) == baseline[0]
     assert_same_weights(final_weights(run), baseline[1])
@@ -132,7 +129,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
         return loss * float("nan") if calls["n"] >= 10 else loss  # epoch 2, step 3
 
     monkeypatch.setattr(engine.trainer, "mixup_criterion", poisoned)
-    code = train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
+    code = commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
                               "3", *MIX])
     assert code == EXIT_NONFINITE
     run = only_run_dir(str(tmp_path))
@@ -173,7 +170,7 @@ def test_malicious_checkpoint_is_refused_and_nothing_runs(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(str(bad))
     with pytest.raises(SystemExit) as e:
-        eval_script.main(["--cfg", DIGITS_CE, "resume", str(bad)])
+        commands.evaluate(["--cfg", DIGITS_CE, "resume", str(bad)])
     assert e.value.code == 2
     assert "refused to load" in capsys.readouterr().err
     assert not marker.exists()
@@ -215,18 +212,18 @@ def test_truncated_and_foreign_files(tmp_path):
 
 def test_checkpoint_of_another_architecture_or_class_count(tmp_path, capsys):
     out = tmp_path / "runs"
-    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs",
+    assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs",
                               "1"]) == 0
     ckpt = os.path.join(only_run_dir(str(out)), "ckps", "current.pth.tar")
     with pytest.raises(SystemExit) as e:
-        eval_script.main(["--cfg", DIGITS_CE, "backbone", "resnet20_fe", "resume", ckpt])
+        commands.evaluate(["--cfg", DIGITS_CE, "backbone", "resnet20_fe", "resume", ckpt])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "missing keys: layer1.1.conv1.weight" in err
     data = tmp_path / "c100"
     write_cifar(str(data), "cifar100", 2, 1)
     cfg100 = os.path.join(ROOT, "config", "cifar100", "cifar100_imb01.yaml")
     with pytest.raises(SystemExit) as e:
-        eval_script.main(["--cfg", cfg100, "data_path", str(data), "download", "False",
+        commands.evaluate(["--cfg", cfg100, "data_path", str(data), "download", "False",
                           "backbone", "resnet8_fe", "resume", ckpt])
     err = capsys.readouterr().err
     assert e.value.code == 2
@@ -291,7 +288,7 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(tmp_path, capsys, c
         extra = ["output_dir", str(blocker / "sub")]
     argv = ["--cfg", cfg, "output_dir", str(out), *opts, *extra]
     with pytest.raises(SystemExit) as e:
-        train_stage1.main(argv)
+        commands.train_stage1(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2
     lines = err.strip().splitlines()
@@ -313,7 +310,7 @@ ONE = ["num_epochs", "1", "print_freq", "3", *STEP]
 def one_run(tmp_path_factory):
     """A finished 1-epoch digits run; tests that write to a run folder use a copy."""
     out = tmp_path_factory.mktemp("one_run")
-    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(out), *ONE]) == 0
+    assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(out), *ONE]) == 0
     return only_run_dir(str(out))
 
 
@@ -372,7 +369,7 @@ def test_resume_of_another_config_starts_a_new_folder_from_its_weights(one_run, 
     before = snapshot(one_run)
     out = tmp_path / "out"
     start = StartWeights()
-    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs", "2",
+    assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs", "2",
                               "print_freq", "3", "lr", "0.02", "resume", current(one_run),
                               *STEP], hooks=[start]) == 0
     new = only_run_dir(str(out))
@@ -386,7 +383,7 @@ def test_resume_of_another_config_starts_a_new_folder_from_its_weights(one_run, 
 
 def test_a_new_run_with_nothing_to_train_is_refused(one_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs", "1",
+        commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs", "1",
                            "lr", "0.02", "resume", current(one_run), *STEP])
     assert e.value.code == 2
     assert one_stderr_line(capsys) == (
@@ -398,7 +395,7 @@ def test_a_new_run_with_nothing_to_train_is_refused(one_run, tmp_path, capsys):
 def test_resume_of_this_config_continues_in_its_folder(one_run, tmp_path):
     """Resume-safe keys may differ and num_epochs may grow; the folder is the run's."""
     run = copy_run(one_run, tmp_path / "saved")
-    assert train_stage1.main(["--cfg", DIGITS_CE, "num_epochs", "2", "print_freq", "1",
+    assert commands.train_stage1(["--cfg", DIGITS_CE, "num_epochs", "2", "print_freq", "1",
                               "eval_freq", "1", "device", "cpu", "test_batch_size", "100",
                               "output_dir", str(tmp_path / "elsewhere"), "resume",
                               current(run), *STEP]) == 0
@@ -414,7 +411,7 @@ def test_model_best_of_this_config_resumes_in_a_new_folder(one_run, tmp_path):
     parent = os.path.dirname(one_run)
     before, names = snapshot(parent), os.listdir(parent)
     best = os.path.join(one_run, "ckps", "model_best.pth.tar")
-    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
+    assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
                               "2", "print_freq", "3", "resume", best, *STEP]) == 0
     new = only_run_dir(str(tmp_path))
     assert [r["epoch"] for r in read_metrics(new)] == [2]
@@ -438,7 +435,7 @@ def test_mislas_checkpoint_starts_a_new_folder_with_its_weights(one_run, tmp_pat
     torch.save(mislas, path)
     before = snapshot(str(theirs))
     start = StartWeights()
-    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
+    assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "num_epochs",
                               "2", "print_freq", "3", "resume", path], hooks=[start]) == 0
     [new] = new_folders(str(tmp_path), [theirs.name])
     new = str(tmp_path / new)
@@ -455,7 +452,7 @@ def test_checkpoint_of_a_later_stage_is_refused_by_stage1(one_run, tmp_path, cap
     path = str(tmp_path / "s2.pth.tar")
     torch.save(ck, path)
     with pytest.raises(SystemExit) as e:
-        train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path / "out"),
+        commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(tmp_path / "out"),
                            "resume", path])
     assert e.value.code == 2
     assert one_stderr_line(capsys) == (
@@ -472,7 +469,7 @@ def test_stage2_from_stage1_then_its_own_resumes(one_run, tmp_path):
     before = snapshot(one_run)
     out = tmp_path / "s2"
     common = ["--cfg", S2_MISLAS, "output_dir", str(out), "print_freq", "3"]
-    assert train_stage2.main([*common, "num_epochs", "1", "resume", current(one_run)]) == 0
+    assert commands.train_stage2([*common, "num_epochs", "1", "resume", current(one_run)]) == 0
     assert snapshot(one_run) == before
     s2 = only_run_dir(str(out))
     assert [r["epoch"] for r in read_metrics(s2)] == [1]
@@ -481,13 +478,13 @@ def test_stage2_from_stage1_then_its_own_resumes(one_run, tmp_path):
     assert [g.get("name") for g in ck["optimizer"]["param_groups"]] == ["classifier", "lws"]
     before = snapshot(s2)
     # more epochs re-spread stage 2's cosine: another run, in a new folder
-    assert train_stage2.main([*common, "num_epochs", "2", "resume", "auto"]) == 0
+    assert commands.train_stage2([*common, "num_epochs", "2", "resume", "auto"]) == 0
     [new] = new_folders(str(out), [os.path.basename(s2)])
     assert [r["epoch"] for r in read_metrics(str(out / new))] == [2]
     assert "num_epochs 1 -> 2" in run_log(str(out / new), "digits_imb005_stage2_mislas")
     assert snapshot(s2) == before
     # the same config: the run's own folder (nothing left to train here)
-    assert train_stage2.main([*common, "num_epochs", "1", "resume", current(s2)]) == 0
+    assert commands.train_stage2([*common, "num_epochs", "1", "resume", current(s2)]) == 0
     assert sorted(os.listdir(out)) == sorted([os.path.basename(s2), new])
     assert [r["epoch"] for r in read_metrics(s2)] == [1]
 
@@ -499,7 +496,7 @@ def test_read_only_checkpoint_folder_stops_before_training(one_run, tmp_path, ca
     try:
         before = snapshot(str(tmp_path / "saved"))
         with pytest.raises(SystemExit) as e:
-            train_stage1.main(["--cfg", DIGITS_CE, "num_epochs", "2", "output_dir",
+            commands.train_stage1(["--cfg", DIGITS_CE, "num_epochs", "2", "output_dir",
                                str(tmp_path / "saved"), "resume", current(run), *STEP])
         after = snapshot(str(tmp_path / "saved"))
     finally:
@@ -516,12 +513,12 @@ def test_run_interrupted_before_its_first_metrics_row_resumes_in_its_own_folder(
         one_run, tmp_path, monkeypatch):
     signal_after_step(monkeypatch, 3)  # a SIGTERM arriving during step 3 of epoch 1
     args = ["--cfg", DIGITS_CE, "output_dir", str(tmp_path), *ONE]
-    assert train_stage1.main(args) == 128 + signal.SIGTERM
+    assert commands.train_stage1(args) == 128 + signal.SIGTERM
     monkeypatch.undo()
     run = only_run_dir(str(tmp_path))
     assert not os.path.exists(os.path.join(run, "metrics.jsonl"))
     assert load_checkpoint(current(run))["iteration"] == 3
-    assert train_stage1.main(args + ["resume", "auto"]) == 0
+    assert commands.train_stage1(args + ["resume", "auto"]) == 0
     assert only_run_dir(str(tmp_path)) == run
     # the same as the uninterrupted run
     assert strip_seconds(read_metrics(run)) == strip_seconds(read_metrics(one_run))
@@ -571,7 +568,7 @@ def test_eval_refuses_a_checkpoint_with_non_finite_weights(one_run, tmp_path, ca
     path = str(tmp_path / "diverged.pth.tar")
     torch.save(ck, path)
     with pytest.raises(SystemExit) as e:
-        eval_script.main(["--cfg", DIGITS_CE, "resume", path])
+        commands.evaluate(["--cfg", DIGITS_CE, "resume", path])
     assert e.value.code == 2
     assert one_stderr_line(capsys, "eval.py") == (
         f"eval.py: error: {path}: non-finite weights (NaN / Inf) in 'state_dict_classifier' "
@@ -585,7 +582,7 @@ def test_ctrl_c_during_start_up_exits_130_with_one_line(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(engine.trainer, "build_data", interrupted)
     with pytest.raises(SystemExit) as e:
-        train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path / "out")])
+        commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(tmp_path / "out")])
     assert e.value.code == 130
     assert one_stderr_line(capsys) == "train_stage1.py: interrupted"
     assert not (tmp_path / "out").exists()

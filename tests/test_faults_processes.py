@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-import train_stage1
+from engine import commands
 from tests.conftest import (
     DIGITS_CE,
     HANG_TIMEOUT,
@@ -167,7 +167,7 @@ def images(tmp_path_factory):
     data = write_image_tree(str(root / "data"), "imagenet", train_counts={0: 8, 1: 6, 2: 4},
                             test_per_class=4)
     out = root / "runs"
-    assert train_stage1.main(["--cfg", IMAGENET, "data_path", data, *IMAGES, "workers", "0",
+    assert commands.train_stage1(["--cfg", IMAGENET, "data_path", data, *IMAGES, "workers", "0",
                               "num_epochs", "1", "output_dir", str(out)]) == 0
     return data, os.path.join(only_run_dir(str(out)), "ckps", "current.pth.tar")
 
@@ -175,7 +175,7 @@ def images(tmp_path_factory):
 @pytest.fixture(scope="module")
 def digits_ckpt(tmp_path_factory):
     out = tmp_path_factory.mktemp("faults_digits")
-    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs", "1",
+    assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs", "1",
                               "print_freq", "3"]) == 0
     return os.path.join(only_run_dir(str(out)), "ckps", "current.pth.tar")
 
@@ -369,7 +369,7 @@ def test_second_process_on_a_running_folder_stops_and_touches_nothing(tmp_path):
     first.proc.kill()
     first.finish(timeout=GONE_WITHIN)  # its output pipes close only when all of them are gone
     first.assert_all_gone()
-    assert train_stage1.main(["--cfg", DIGITS_CE, *DIGITS, "workers", "0",
+    assert commands.train_stage1(["--cfg", DIGITS_CE, *DIGITS, "workers", "0",
                               "output_dir", str(out), "resume", "auto"]) == 0
     assert only_run_dir(str(out)) == folder
     assert [r["epoch"] for r in read_metrics(folder)] == [1, 2]

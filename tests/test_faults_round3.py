@@ -12,10 +12,8 @@ import time
 
 import pytest
 
-import eval as eval_script
-import train_stage1
-import train_stage2
 from config import load_config
+from engine import commands
 from tests.conftest import (
     DIGITS_CE,
     ROOT,
@@ -70,7 +68,7 @@ def test_the_printed_resume_command_continues_the_run_with_its_overrides(tmp_pat
     rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     base = tmp_path / "base"
-    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(base), "name", "hint",
+    assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(base), "name", "hint",
                               "num_epochs", "4", "print_freq", "1"]) == 0
     assert strip(rows) == strip(read_metrics(only_run_dir(str(base))))
 
@@ -81,18 +79,19 @@ def test_a_resume_that_would_respread_the_cosine_schedule_starts_a_new_folder(
     """Stage 2 (cosine over num_epochs): a run of 6 epochs stopped, then its own checkpoint
     resumed with the yaml's 10 epochs, leaves its folder untouched and says why."""
     s1 = tmp_path / "s1"
-    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(s1), "num_epochs", "2"]) == 0
+    assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(s1), "num_epochs",
+                                  "2"]) == 0
     stage1 = os.path.join(only_run_dir(str(s1)), "ckps", "current.pth.tar")
     out = tmp_path / "s2"
     signal_after_step(monkeypatch, 20)
-    assert train_stage2.main(["--cfg", S2_MISLAS, "output_dir", str(out), "resume", stage1,
+    assert commands.train_stage2(["--cfg", S2_MISLAS, "output_dir", str(out), "resume", stage1,
                               "num_epochs", "6"]) == 128 + signal.SIGTERM
     monkeypatch.undo()
     run = only_run_dir(str(out))
     before = open(os.path.join(run, "metrics.jsonl")).read()
     ckpt = os.path.join(run, "ckps", "current.pth.tar")
     assert load_config(os.path.join(run, "config.yaml"), stage=2).num_epochs == 6
-    assert train_stage2.main(["--cfg", S2_MISLAS, "output_dir", str(out), "resume", ckpt,
+    assert commands.train_stage2(["--cfg", S2_MISLAS, "output_dir", str(out), "resume", ckpt,
                               "num_epochs", "7"]) == 0
     assert open(os.path.join(run, "metrics.jsonl")).read() == before
     (new,) = [os.path.join(out, d) for d in os.listdir(out) if os.path.join(out, d) != run]
@@ -160,7 +159,7 @@ def test_the_dry_run_refuses_every_value_the_real_start_up_refuses(cifar10, tmp_
         for dry in (["--dry-run"], []):
             out = tmp_path / ("dry" if dry else "real")
             with pytest.raises(SystemExit) as e:
-                train_stage1.main([*argv, *dry, "output_dir", str(out), "num_epochs", "1"])
+                commands.train_stage1([*argv, *dry, "output_dir", str(out), "num_epochs", "1"])
             assert e.value.code == 2, argv
             lines.append(one_error_line(capsys))
             assert not out.exists(), argv
@@ -193,7 +192,7 @@ def test_num_classes_given_nowhere_is_the_data_sets(tmp_path):
 # ------------------------------------------------------------------ 5. tau grid cap
 def test_the_tau_grid_cap_is_stated(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
-        eval_script.main(["--cfg", DIGITS_CE, "resume", str(tmp_path / "x.pth.tar"),
+        commands.evaluate(["--cfg", DIGITS_CE, "resume", str(tmp_path / "x.pth.tar"),
                           "--tau-sweep", "tau_norm", "--tau-grid", "0:1000:0.0001"])
     assert e.value.code == 2
     assert one_error_line(capsys) == (
@@ -229,7 +228,7 @@ def test_a_run_stopped_before_it_trained_leaves_no_folder(tmp_path, monkeypatch,
     monkeypatch.setattr(ArrayImageDataset, "__getitem__", unreadable)
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as e:
-        train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs", "1"])
+        commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs", "1"])
     assert e.value.code == 2
     assert "cannot read image /x/1.jpg" in one_error_line(capsys)
     assert os.listdir(out) == []

@@ -8,8 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-import eval as eval_script
-import train_stage1
 from config import get_cfg_defaults
 from datasets import DATASETS, build_data
 from datasets.common import apply_seeded
@@ -22,6 +20,7 @@ from datasets.imagelist import (
     read_image_list,
     transforms,
 )
+from engine import commands
 from tests.conftest import ROOT, only_run_dir, read_metrics
 from utils.errors import DataError
 
@@ -421,7 +420,7 @@ def test_cli_reports_missing_image_as_one_line(tmp_path, capsys):
     gone = labels_in(os.path.join(root, "ImageNet_LT_train.txt"))[-1][0]
     os.remove(os.path.join(root, gone))
     with pytest.raises(SystemExit) as e:
-        train_stage1.main(["--cfg", os.path.join(ROOT, SEED_CONFIGS["imagenet"]), "data_path",
+        commands.train_stage1(["--cfg", os.path.join(ROOT, SEED_CONFIGS["imagenet"]), "data_path",
                            root, "num_classes", "3", "backbone", "resnet8_fe", *SMALL,
                            "head_class_idx", "[0, 1]", "med_class_idx", "[1, 2]",
                            "tail_class_idx", "[2, 3]", "batch_size", "8", "workers", "0",
@@ -445,7 +444,7 @@ def test_dry_run_of_seed_configs(trees, dataset, tmp_path, capsys, monkeypatch):
                         lambda *a, **k: pytest.fail("--dry-run tried to download weights"))
     extra = []
     out = tmp_path / "out"
-    assert train_stage1.main(["--cfg", os.path.join(ROOT, SEED_CONFIGS[dataset]), "--dry-run",
+    assert commands.train_stage1(["--cfg", os.path.join(ROOT, SEED_CONFIGS[dataset]), "--dry-run",
                               "data_path", trees[dataset], "num_classes", "5", *RANGES,
                               "output_dir", str(out), *extra]) == 0
     text = capsys.readouterr().out
@@ -472,7 +471,7 @@ def test_train_and_eval_each_kind(trees, dataset, pipeline, tmp_path, capsys, mo
               "resnet10_fe", *SMALL, "workers", "0", "imagelist_pipeline", pipeline]
     extra = ["not_pretrained", "True"] if dataset == "places" else []
     # batch 6: no batch of one (BatchNorm cannot train on a 1 x 1 map of a single image)
-    assert train_stage1.main(["--cfg", cfg, *common, *extra, "batch_size", "6",
+    assert commands.train_stage1(["--cfg", cfg, *common, *extra, "batch_size", "6",
                               "num_epochs", "1", "print_freq", "1",
                               "output_dir", str(out)]) == 0
     run = only_run_dir(str(out))
@@ -485,7 +484,7 @@ def test_train_and_eval_each_kind(trees, dataset, pipeline, tmp_path, capsys, mo
     monkeypatch.setattr(torch.hub, "download_url_to_file",
                         lambda *a, **k: pytest.fail("eval tried to download weights"))
     capsys.readouterr()
-    assert eval_script.main(["--json", "--cfg", cfg, *common, "resume", ckpt]) == 0
+    assert commands.evaluate(["--json", "--cfg", cfg, *common, "resume", ckpt]) == 0
     m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert m["acc1"] == pytest.approx(rows[0]["acc1"], abs=1e-9)
     assert m["num_samples"] == 10

@@ -2,8 +2,9 @@
 
     utils <- config <- datasets, models, methods <- analysis <- engine <- scripts, tools, bench
 
-datasets, models and methods do not import each other; no module imports a script
-(train_stage1.py, train_stage2.py, eval.py) -- tests call the scripts' ``main`` in-process.
+datasets, models and methods do not import each other; no module and no test imports a script
+(train_stage1.py, train_stage2.py, eval.py): the scripts are shims over engine/commands.py,
+whose functions the tests call in-process.
 """
 import ast
 import glob
@@ -83,3 +84,17 @@ def test_no_import_cycles():
     for name in graph:
         if name not in state:
             visit(name, [])
+
+
+def test_no_test_imports_a_script_and_the_scripts_are_shims():
+    wrong = []
+    for path in glob.glob(os.path.join(ROOT, "tests", "*.py")):
+        for target in imports(path):
+            if target.split(".")[0] in SCRIPTS:
+                wrong.append(f"{os.path.basename(path)} imports {target}")
+    assert wrong == []
+    for name in SCRIPTS:
+        tree = ast.parse(open(os.path.join(ROOT, f"{name}.py")).read())
+        defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        assert defs == [], f"{name}.py defines {[d.name for d in defs]}: move it to engine/"
+        assert imports(os.path.join(ROOT, f"{name}.py")) & {"engine.commands"}, name

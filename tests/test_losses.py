@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-import train_stage1
 from analysis.grad_monitor import term_coefficients
 from config import get_cfg_defaults, load_config
-from engine import HookBase
+from engine import HookBase, commands
 from methods import (
     LOSS_BUILDERS,
     ARBLoss,
@@ -440,9 +439,10 @@ def test_each_loss_selectable_from_yaml_and_command_line(name, tmp_path, capsys)
     yaml_path = tmp_path / f"digits_{name}.yaml"
     yaml_path.write_text(text)
     out = tmp_path / "out"
-    assert train_stage1.main(["--cfg", str(yaml_path), "--dry-run", "output_dir", str(out)]) == 0
+    assert commands.train_stage1(["--cfg", str(yaml_path), "--dry-run", "output_dir",
+                                  str(out)]) == 0
     assert DESCRIPTIONS[name] in capsys.readouterr().out.splitlines()
-    assert train_stage1.main(["--cfg", DIGITS_CE, "--dry-run", "output_dir", str(out),
+    assert commands.train_stage1(["--cfg", DIGITS_CE, "--dry-run", "output_dir", str(out),
                               "loss", name]) == 0
     assert DESCRIPTIONS[name] in capsys.readouterr().out.splitlines()
     assert not out.exists()
@@ -456,7 +456,7 @@ TINY = ["num_epochs", "1", "print_freq", "50", "digits_test_per_class", "10"]
 @pytest.mark.parametrize("name", ALL_LOSSES)
 def test_short_digits_run_per_loss(name, tmp_path):
     extra = ["drw_epoch", "0"]
-    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "loss", name,
+    assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(tmp_path), "loss", name,
                               "mixup", "True", *TINY, *extra]) == 0
     run = only_run_dir(str(tmp_path))
     (row,) = read_metrics(run)
@@ -487,17 +487,17 @@ def test_drw_starts_at_drw_epoch_in_training_and_after_a_resume(tmp_path, monkey
     args = ["--cfg", DIGITS_CE, "num_epochs", "3", "drw_epoch", "2", "print_freq", "50",
             "digits_test_per_class", "10"]
     rec = DrwRecorder()
-    assert train_stage1.main(args + ["output_dir", str(tmp_path / "a")], hooks=[rec]) == 0
+    assert commands.train_stage1(args + ["output_dir", str(tmp_path / "a")], hooks=[rec]) == 0
     steps = len(rec.seen) // 3
     assert rec.seen == [(e, e >= 2) for e in range(3) for _ in range(steps)]
     baseline = strip_seconds(read_metrics(only_run_dir(str(tmp_path / "a"))))
 
     signal_after_step(monkeypatch, 2 * steps + 3)  # a SIGTERM during step 3 of epoch index 2
     out = str(tmp_path / "b")
-    assert train_stage1.main(args + ["output_dir", out]) == 128 + signal.SIGTERM
+    assert commands.train_stage1(args + ["output_dir", out]) == 128 + signal.SIGTERM
     monkeypatch.undo()
     rec = DrwRecorder()
-    assert train_stage1.main(args + ["output_dir", out, "resume", "auto"], hooks=[rec]) == 0
+    assert commands.train_stage1(args + ["output_dir", out, "resume", "auto"], hooks=[rec]) == 0
     assert rec.seen == [(2, True)] * (steps - 3)
     assert strip_seconds(read_metrics(only_run_dir(out))) == baseline
 
@@ -557,7 +557,7 @@ def test_ldam_at_its_published_scale_trains_on_its_cosine_classifier(tmp_path):
     final = {}
     for stem in ("ldam_drw", "ce_drw"):
         out = str(tmp_path / stem)
-        assert train_stage1.main(["--cfg", os.path.join(ROOT, "config", "digits",
+        assert commands.train_stage1(["--cfg", os.path.join(ROOT, "config", "digits",
                                                         f"digits_imb005_{stem}.yaml"),
                                   "output_dir", out]) == 0
         final[stem] = read_metrics(only_run_dir(out))[-1]["acc1"]

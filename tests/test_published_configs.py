@@ -10,10 +10,9 @@ from PIL import Image
 from yacs.config import CfgNode
 
 import datasets.cifar
-import train_stage1
-import train_stage2
 from config import get_cfg_defaults, load_config
 from datasets.imagelist import LIST_SPECS
+from engine import commands
 from engine.schedule import lr_at_epoch
 from tests.conftest import ROOT, only_run_dir, read_metrics, run_cli, write_cifar
 from tests.test_imagelist import write_image_tree
@@ -98,7 +97,8 @@ def test_as_published_each_file_stops_with_one_line(rel, offline, tmp_path, caps
     """Run as a user would, without the data: one line naming what is missing, nothing made."""
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as e:
-        train_stage1.main(["--cfg", os.path.join(PUB, rel), "--dry-run", "output_dir", str(out)])
+        commands.train_stage1(["--cfg", os.path.join(PUB, rel), "--dry-run", "output_dir",
+                               str(out)])
     assert e.value.code == 2
     line = one_error_line(capsys)
     r = raw(rel)
@@ -138,7 +138,7 @@ def test_stage1_files_dry_run_on_data(rel, full_class_data, tmp_path, capsys):
     r = raw(rel)
     extra = ["not_pretrained", "True"] if r["dataset"] == "places" else []
     out = tmp_path / "out"
-    assert train_stage1.main(["--cfg", os.path.join(PUB, rel), "--dry-run", "data_path",
+    assert commands.train_stage1(["--cfg", os.path.join(PUB, rel), "--dry-run", "data_path",
                               full_class_data[r["dataset"]], "download", "False",
                               "output_dir", str(out), *extra]) == 0
     text = capsys.readouterr().out
@@ -160,7 +160,7 @@ def test_stage2_files_dry_run_on_data(rel, full_class_data, tmp_path, capsys):
     (their resume is a placeholder) and, for Places-LT, fetches no ImageNet weights."""
     r = raw(rel)
     out = tmp_path / "out"
-    assert train_stage2.main(["--cfg", os.path.join(PUB, rel), "--dry-run", "data_path",
+    assert commands.train_stage2(["--cfg", os.path.join(PUB, rel), "--dry-run", "data_path",
                               full_class_data[r["dataset"]], "download", "False",
                               "output_dir", str(out)]) == 0
     text = capsys.readouterr().out
@@ -212,7 +212,7 @@ def test_stage1_files_train(rel, small_data, tmp_path):
         opts += ["num_classes", "5", "head_class_idx", "[0, 1]", "med_class_idx", "[1, 3]",
                  "tail_class_idx", "[3, 5]", "backbone", "resnet10_fe", "image_size", "32",
                  "resize_size", "36", "batch_size", "6", "not_pretrained", "True"]
-    assert train_stage1.main(["--cfg", os.path.join(PUB, rel), *opts]) == 0
+    assert commands.train_stage1(["--cfg", os.path.join(PUB, rel), *opts]) == 0
     run = only_run_dir(str(tmp_path))
     assert [row["epoch"] for row in read_metrics(run)] == [1]
     (log,) = glob.glob(os.path.join(run, "logs", "*.txt"))
@@ -231,7 +231,8 @@ def test_stage2_file_run_as_stage1_reaches_the_placeholder_resume(small_data, tm
     assert raw(rel)["alpha"] is None and raw(rel)["mixup"] is False
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as e:
-        train_stage1.main(["--cfg", os.path.join(PUB, rel), "mode", "stage1", "shift_bn", "False",
+        commands.train_stage1(["--cfg", os.path.join(PUB, rel), "mode", "stage1", "shift_bn",
+                               "False",
                            "lr_factor", "None", "data_path", small_data["cifar10"], "download",
                            "False", "backbone", "resnet8_fe", "output_dir", str(out)])
     assert e.value.code == 2

@@ -10,10 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import eval as eval_script
-import train_stage1
-import train_stage2
 from config import load_config
+from engine import commands
 from engine.evaluation import PostHoc, TauNormalised
 from engine.stage2 import Stage2Trainer
 from methods import LabelAwareSmoothing, las_epsilons
@@ -33,7 +31,7 @@ CPU = DistInfo(False, 0, 1, 0, torch.device("cpu"))
 def stage1(tmp_path_factory):
     """A 2-epoch cross-entropy digits run: its checkpoint is the stage-2 start."""
     out = tmp_path_factory.mktemp("stage1")
-    assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(out), *FAST]) == 0
+    assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(out), *FAST]) == 0
     return os.path.join(only_run_dir(str(out)), "ckps", "current.pth.tar")
 
 
@@ -48,7 +46,7 @@ def weights(path):
 
 
 def run_stage2(cfg, out, stage1, *opts):
-    assert train_stage2.main(["--cfg", cfg, "output_dir", str(out), "resume", stage1, *FAST,
+    assert commands.train_stage2(["--cfg", cfg, "output_dir", str(out), "resume", stage1, *FAST,
                               *opts]) == 0
     return only_run_dir(str(out))
 
@@ -213,7 +211,7 @@ def test_stage2_run_logs_and_eval_reproduces_them(stage1, tmp_path, capsys):
     ckpt = load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))
     assert ckpt["stage"] == 2 and "state_dict_lws_model" in ckpt
     capsys.readouterr()
-    assert eval_script.main(["--json", "--no-report", "--no-nc", "--cfg", S2_MISLAS, "resume",
+    assert commands.evaluate(["--json", "--no-report", "--no-nc", "--cfg", S2_MISLAS, "resume",
                              os.path.join(run, "ckps", "current.pth.tar")]) == 0
     m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for k in ("acc1", "acc5", "many", "medium", "few", "ece"):
@@ -228,12 +226,12 @@ def test_resume_inside_stage2_is_exact(stage1, tmp_path, monkeypatch):
     signal_after_step(monkeypatch, 12)  # SIGTERM during step 3 of epoch 2
     cut = tmp_path / "cut"
     args = ["--cfg", S2_MISLAS, "output_dir", str(cut), "resume", stage1, *FAST, *opts]
-    assert train_stage2.main(args) == 128 + signal.SIGTERM
+    assert commands.train_stage2(args) == 128 + signal.SIGTERM
     monkeypatch.undo()
     run = only_run_dir(str(cut))
     ckpt = load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))
     assert (ckpt["stage"], ckpt["epoch"]) == (2, 1) and ckpt["iteration"] > 0
-    assert train_stage2.main(args[:-len(opts) - len(FAST) - 2] + ["resume", "auto", *FAST,
+    assert commands.train_stage2(args[:-len(opts) - len(FAST) - 2] + ["resume", "auto", *FAST,
                                                                      *opts]) == 0
     assert only_run_dir(str(cut)) == run  # continued in its own folder
     assert strip(read_metrics(run)) == strip(read_metrics(only_run_dir(str(base))))
@@ -268,11 +266,11 @@ def test_missing_stage1_checkpoint_and_stage_mismatch_are_one_line(tmp_path, cap
              ([DIGITS_CE], "train_stage2.py needs a stage-2 config")]
     for args, match in cases:
         with pytest.raises(SystemExit) as e:
-            train_stage2.main(["--cfg", *args, "output_dir", str(tmp_path / "out")])
+            commands.train_stage2(["--cfg", *args, "output_dir", str(tmp_path / "out")])
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(err) == 1 and match in err[0], err
     with pytest.raises(SystemExit) as e:
-        train_stage1.main(["--cfg", S2_MISLAS, "--dry-run"])
+        commands.train_stage1(["--cfg", S2_MISLAS, "--dry-run"])
     assert e.value.code == 2 and "run it with train_stage2.py" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -329,7 +327,7 @@ def stage1_heads(tmp_path_factory):
     out = {}
     for loss in ("ldam", "dr"):
         folder = tmp_path_factory.mktemp(f"stage1_{loss}")
-        assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(folder), "loss", loss,
+        assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(folder), "loss", loss,
                                   *FAST]) == 0
         out[loss] = os.path.join(only_run_dir(str(folder)), "ckps", "current.pth.tar")
     return out
@@ -345,7 +343,7 @@ def test_cosine_and_etf_checkpoints_through_eval_and_stage2(stage1_heads, loss, 
     run_rows = read_metrics(os.path.dirname(os.path.dirname(path)))
     # eval.py with the plain cross-entropy yaml (classifier auto): the checkpoint's head
     capsys.readouterr()
-    assert eval_script.main(["--json", "--cfg", DIGITS_CE, "resume", path,
+    assert commands.evaluate(["--json", "--cfg", DIGITS_CE, "resume", path,
                              "--out", str(tmp_path / "report")]) == 0
     m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for k in ("acc1", "many", "medium", "few", "ece"):
@@ -357,10 +355,10 @@ def test_cosine_and_etf_checkpoints_through_eval_and_stage2(stage1_heads, loss, 
     for extra in (["eval_tau_norm", "1.0"], ["--tau-sweep", "tau_norm"],
                   ["classifier", "linear"]):
         with pytest.raises(SystemExit) as e:
-            eval_script.main(["--no-report", "--cfg", DIGITS_CE, "resume", path, *extra])
+            commands.evaluate(["--no-report", "--cfg", DIGITS_CE, "resume", path, *extra])
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(err) == 1, err
-    assert eval_script.main(["--no-report", "--cfg", DIGITS_CE, "resume", path,
+    assert commands.evaluate(["--no-report", "--cfg", DIGITS_CE, "resume", path,
                              "--tau-sweep", "logit_adjust", "--tau-grid", "0,1"]) == 0
     # cRT re-initialises a head of the same kind (an ETF keeps its fixed ETF)
     cfg = load_config(S2_CRT, ["resume", path], stage=2)

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import DIGITS_ARB, DIGITS_CE, ROOT, descendants, finish, run_cli, start
 from tools import sweep
+from utils.rundir import read_metrics
 
 
 def fake_run(group, seed, rows, status="done"):
@@ -150,7 +151,7 @@ def test_sweep_end_to_end_with_a_killed_run_then_rerun(tmp_path):
         ("digits_imb005_ce", "0", "done"), ("digits_imb005_ce", "1", "done"),
         ("digits_imb005_arbloss", "0", "done"), ("digits_imb005_arbloss", "1", "done")]
     for r in rows:
-        last = sweep.read_metrics(r["run_dir"])[-1]
+        last = read_metrics(r["run_dir"]).rows[-1]
         assert float(r["final_acc1"]) == last["acc1"] and r["final_epoch"] == "2"
     assert "| digits_imb005_ce | 2 |" in res.stdout and "| digits_imb005_arbloss | 2 |" in (
         res.stdout)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import eval as eval_script
 from analysis.metrics import class_ranges, classification_report
 from config import get_cfg_defaults, load_config
 from datasets import build_data
+from engine import commands
 from engine.evaluation import PostHoc, TauNormalised
 from engine.tau_sweep import (
     Outputs,
@@ -206,7 +206,7 @@ def test_sweep_on_the_validation_list_reports_what_eval_reports_at_that_tau(
     root, ckpt = imagelist_run
     args = common_args(root)
     out = tmp_path / "rep"
-    assert eval_script.main([*args, "resume", ckpt, "--tau-sweep", method, "--tau-grid",
+    assert commands.evaluate([*args, "resume", ckpt, "--tau-sweep", method, "--tau-grid",
                              "0:2:0.25", "--out", str(out), "--json"]) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["select_on"] == "val" and r["n_select"] == 12 and r["n_report"] == 30
@@ -216,18 +216,18 @@ def test_sweep_on_the_validation_list_reports_what_eval_reports_at_that_tau(
     assert r["checkpoint_epoch"] == 7
     # the report is the whole test set at the chosen tau: what eval.py reports with that key
     # (also with a one-tau grid, so that a tau > 0 is compared whatever wins above)
-    assert eval_script.main([*args, "resume", ckpt, "--tau-sweep", method, "--tau-grid",
+    assert commands.evaluate([*args, "resume", ckpt, "--tau-sweep", method, "--tau-grid",
                              "0.75", "--no-report", "--json"]) == 0
     r075 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r075["tau"] == 0.75
     for got in (r, r075):
-        assert eval_script.main([*args, "resume", ckpt, key, str(got["tau"]), "--json",
+        assert commands.evaluate([*args, "resume", ckpt, key, str(got["tau"]), "--json",
                                  "--no-report", "--no-nc"]) == 0
         m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         for k in ("acc1", "many", "medium", "few", "ece"):
             assert got["report"][k] == pytest.approx(m[k], abs=1e-6), k
     assert r075["report"]["ece"] != pytest.approx(r075["uncorrected"]["ece"], abs=1e-3)
-    assert eval_script.main([*args, "resume", ckpt, "--json", "--no-report", "--no-nc"]) == 0
+    assert commands.evaluate([*args, "resume", ckpt, "--json", "--no-report", "--no-nc"]) == 0
     plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["uncorrected"]["acc1"] == pytest.approx(plain["acc1"], abs=1e-6)
     saved = json.loads((out / f"tau_sweep_{method}.json").read_text())
@@ -241,7 +241,7 @@ def test_sweep_on_the_validation_list_reports_what_eval_reports_at_that_tau(
 def test_sweep_without_a_validation_split_uses_half_of_the_test_set(tmp_path, capsys):
     cfg = load_config(DIGITS_CE)
     ckpt = save_checkpoint(random_net(cfg, 1), tmp_path / "r.pth.tar")
-    assert eval_script.main(["--cfg", DIGITS_CE, "resume", ckpt, "--tau-sweep", "logit_adjust",
+    assert commands.evaluate(["--cfg", DIGITS_CE, "resume", ckpt, "--tau-sweep", "logit_adjust",
                              "--tau-grid", "0,1"]) == 0
     text = capsys.readouterr().out
     assert "logit_adjust sweep, selected on half of the test set (250 images)" in text
@@ -258,7 +258,7 @@ def test_sweep_user_errors_are_one_line(tmp_path, capsys, extra, match):
     cfg = load_config(DIGITS_CE)
     ckpt = save_checkpoint(random_net(cfg, 1), tmp_path / "r.pth.tar")
     with pytest.raises(SystemExit) as e:
-        eval_script.main(["--cfg", DIGITS_CE, "resume", ckpt, "--tau-sweep", "tau_norm", *extra])
+        commands.evaluate(["--cfg", DIGITS_CE, "resume", ckpt, "--tau-sweep", "tau_norm", *extra])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and match in err[0], err
     assert sorted(os.listdir(tmp_path)) == ["r.pth.tar"]
@@ -273,7 +273,7 @@ def test_sweep_under_torchrun_equals_the_single_process_sweep(tmp_path, capsys):
     ckpt = save_checkpoint(random_net(cfg, 1, seed=3), tmp_path / "r.pth.tar")
     args = ["--cfg", DIGITS_CE, "resume", ckpt, "--tau-sweep", "logit_adjust", "--tau-grid",
             "0:2:0.5", "--json", "--no-report", "workers", "0"]
-    assert eval_script.main(args) == 0
+    assert commands.evaluate(args) == 0
     single = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     p = start([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                "--master_port", str(free_port()), os.path.join(ROOT, "eval.py"), *args],

@@ -4,8 +4,7 @@ import os
 
 import pytest
 
-import eval as eval_script
-import train_stage1
+from engine import commands
 from tests.conftest import DIGITS_ARB, DIGITS_CE, ROOT, only_run_dir, read_metrics
 from utils.checkpoint import load_checkpoint
 
@@ -15,7 +14,7 @@ FAST = ["num_epochs", "2", "print_freq", "5"]
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    assert train_stage1.main(["--cfg", DIGITS_ARB, "output_dir", str(out), "mixup", "True",
+    assert commands.train_stage1(["--cfg", DIGITS_ARB, "output_dir", str(out), "mixup", "True",
                               *FAST]) == 0
     return only_run_dir(str(out))
 
@@ -52,7 +51,7 @@ def test_checkpoint_keys(digits_run):
 
 def test_eval_reproduces_logged_metrics(digits_run, capsys):
     ckpt = os.path.join(digits_run, "ckps", "current.pth.tar")
-    assert eval_script.main(["--cfg", DIGITS_ARB, "--json", "resume", ckpt]) == 0
+    assert commands.evaluate(["--cfg", DIGITS_ARB, "--json", "resume", ckpt]) == 0
     m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     last = read_metrics(digits_run)[-1]
     for k in ("acc1", "acc5", "many", "medium", "few", "ece"):
@@ -64,7 +63,7 @@ def test_deterministic_runs_are_identical(tmp_path):
     rows = []
     for i in range(2):
         out = tmp_path / f"o{i}"
-        assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(out), "mixup", "True",
+        assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(out), "mixup", "True",
                                   *FAST]) == 0
         rows.append([{k: v for k, v in r.items() if k != "seconds"}
                      for r in read_metrics(only_run_dir(str(out)))])
@@ -73,7 +72,7 @@ def test_deterministic_runs_are_identical(tmp_path):
 
 def test_dry_run_prints_summary_and_creates_nothing(tmp_path, capsys):
     out = tmp_path / "out"
-    assert train_stage1.main(["--cfg", DIGITS_ARB, "--dry-run", "output_dir", str(out)]) == 0
+    assert commands.train_stage1(["--cfg", DIGITS_ARB, "--dry-run", "output_dir", str(out)]) == 0
     text = capsys.readouterr().out
     assert "training images: " in text and "largest class" in text and "smallest" in text
     assert "classes many / medium / few: 1 [0, 1) / 5 [1, 6) / 4 [6, 10)" in text
@@ -85,7 +84,7 @@ def test_dry_run_prints_summary_and_creates_nothing(tmp_path, capsys):
 @pytest.mark.slow
 def test_two_runs_in_the_same_minute_get_distinct_folders(tmp_path):
     for _ in range(2):
-        assert train_stage1.main(["--cfg", DIGITS_CE, "output_dir", str(tmp_path),
+        assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(tmp_path),
                                   "num_epochs", "1"]) == 0
     assert len(os.listdir(tmp_path)) == 2
 
@@ -95,11 +94,11 @@ def test_cifar_short_run_and_eval_cli(small_cifar10, tmp_path, capsys):
     cfg = os.path.join(ROOT, "config", "cifar10", "cifar10_imb01_stage1_mixup.yaml")
     common = ["data_path", small_cifar10, "download", "False", "backbone", "resnet8_fe",
               "batch_size", "32", "workers", "0"]
-    assert train_stage1.main(["--cfg", cfg, "output_dir", str(tmp_path), "num_epochs", "1",
+    assert commands.train_stage1(["--cfg", cfg, "output_dir", str(tmp_path), "num_epochs", "1",
                               *common]) == 0
     run = only_run_dir(str(tmp_path))
     capsys.readouterr()
-    assert eval_script.main(["--no-report", "--cfg", cfg, *common, "resume",
+    assert commands.evaluate(["--no-report", "--cfg", cfg, *common, "resume",
                              os.path.join(run, "ckps", "model_best.pth.tar")]) == 0
     logged = read_metrics(run)[-1]
     assert f"Acc@1 {logged['acc1']:.3f}" in capsys.readouterr().out

@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,10 +27,16 @@ if ROOT not in sys.path:  # run as a script: make the repository's packages impo
     sys.path.insert(0, ROOT)
 
 from utils.errors import EXIT_USER_ERROR, RunError, UserError, one_line  # noqa: E402
+from utils.rundir import (  # noqa: E402
+    METRICS_FILE,
+    MetricsLog,
+    is_finite_number,
+    metrics_path,
+    read_metrics,
+)
 
 log = logging.getLogger("compare")
 
-METRICS_FILE = "metrics.jsonl"
 PLOTTABLE = ("acc1", "acc5", "many", "medium", "few", "ece", "mce", "train_loss", "train_acc1")
 LABELS = {"acc1": "test Acc@1 (%)", "acc5": "test Acc@5 (%)", "many": "many-shot Acc@1 (%)",
           "medium": "medium-shot Acc@1 (%)", "few": "few-shot Acc@1 (%)", "ece": "ECE (%)",
@@ -39,74 +44,33 @@ LABELS = {"acc1": "test Acc@1 (%)", "acc5": "test Acc@5 (%)", "many": "many-shot
 
 
 @dataclass
-class Run:
-    """The rows of one run's metrics.jsonl and what the table needs from them."""
+class Run(MetricsLog):
+    """One run's metrics.jsonl rows (:class:`utils.rundir.MetricsLog`) and its name."""
 
-    name: str
-    path: str
-    rows: List[Dict[str, Any]]
-    notes: List[str] = field(default_factory=list)
-
-    @property
-    def evaluated(self) -> List[Dict[str, Any]]:
-        """Rows with a finite Acc@1 (epochs that were evaluated)."""
-        return [r for r in self.rows if _finite(r.get("acc1"))]
+    name: str = ""
+    path: str = ""
 
     @property
     def epochs(self) -> int:
         return max((int(r["epoch"]) for r in self.rows), default=0)
 
-    def best(self) -> Optional[Dict[str, Any]]:
-        ev = self.evaluated
-        # The first epoch reaching the maximum, as the trainer's model_best keeps it.
-        return max(ev, key=lambda r: (r["acc1"], -r["epoch"])) if ev else None
 
-    def final(self) -> Optional[Dict[str, Any]]:
-        ev = self.evaluated
-        return ev[-1] if ev else None
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def metrics_path(run: str) -> str:
-    """The metrics.jsonl of a run folder (a path to the file itself is accepted too)."""
-    if os.path.isfile(run) and os.path.basename(run) == METRICS_FILE:
-        return run
-    return os.path.join(run, METRICS_FILE)
+_finite = is_finite_number
 
 
 def read_run(run: str) -> Run:
-    """Parse a run's metrics.jsonl, tolerating a partial last line (a run in progress).
-
-    Unreadable lines elsewhere are skipped with a note; rows without an ``epoch`` too.
-    """
+    """Parse a run's metrics.jsonl (:func:`utils.rundir.read_metrics`), tolerating a partial
+    last line (a run in progress); unreadable lines and rows without an ``epoch`` are skipped
+    with a note. A folder without the file is a :class:`RunError`."""
     path = metrics_path(run)
     if not os.path.isfile(path):
         raise RunError(f"{run}: no {METRICS_FILE} found (not a run folder, or the run has "
                        "not finished an epoch yet)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise RunError(f"{path}: cannot read ({e})") from None
-    numbered = [(i + 1, s) for i, s in enumerate(lines) if s.strip()]
-    rows, notes = [], []
-    for k, (lineno, text) in enumerate(numbered):
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError:
-            notes.append("partial last line ignored (run in progress?)" if k == len(numbered) - 1
-                         else f"line {lineno} unreadable, skipped")
-            continue
-        if not isinstance(row, dict) or not _finite(row.get("epoch")):
-            notes.append(f"line {lineno} has no epoch, skipped")
-            continue
-        rows.append(row)
-    rows.sort(key=lambda r: r["epoch"])
+    got = read_metrics(path)
+    if not got.rows and got.notes and got.notes[0].startswith(path):
+        raise RunError(got.notes[0])
     folder = os.path.dirname(os.path.abspath(path))
-    return Run(os.path.basename(folder), folder, rows, notes)
+    return Run(got.rows, got.notes, os.path.basename(folder), folder)
 
 
 def _fmt(x: Any, digits: int = 2) -> str:

@@ -35,6 +35,7 @@ for s in $SEEDS; do
 done
 python - "$WORK" $SEEDS <<'EOF'
 import glob, json, os, statistics, sys
+from utils.rundir import read_metrics
 work, seeds = sys.argv[1], sys.argv[2:]
 rows = [("stage 1: cross-entropy", "ce"), ("cross-entropy -> MiSLAS stage 2", "ce_mislas"),
         ("cross-entropy -> cRT", "ce_crt"), ("cross-entropy -> LWS", "ce_lws"),
@@ -50,7 +51,7 @@ for label, name in rows:
             m = json.load(open(os.path.join(work, f"{name}_s{s}.json")))
         else:
             run = sorted(glob.glob(os.path.join(work, f"{name}_s{s}_2*")))[-1]
-            m = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))][-1]
+            m = read_metrics(run).rows[-1]
         for k in keys:
             vals[k].append(m[k])
     cells = [f"{statistics.mean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0:.2f}"

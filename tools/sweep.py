@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import json
 import math
 import os
 import re
@@ -50,7 +49,13 @@ if ROOT not in sys.path:  # run as a script: make the repository's packages impo
 
 from config import load_config  # noqa: E402
 from utils.errors import EXIT_USER_ERROR, CheckpointError, UserError, one_line  # noqa: E402
-from utils.rundir import RunLock, find_latest_checkpoint  # noqa: E402
+from utils.rundir import (  # noqa: E402
+    MetricsLog,
+    RunLock,
+    find_latest_checkpoint,
+    is_finite_number,
+    read_metrics,
+)
 
 PROG = "sweep.py"
 SWEEP_LOCK = ".sweep.lock"  # held by the sweep running in an --out folder
@@ -80,17 +85,13 @@ class Run:
     rows: List[Dict[str, Any]] = field(default_factory=list)
 
     def final(self) -> Optional[Dict[str, Any]]:
-        ev = [r for r in self.rows if _finite(r.get("acc1"))]
-        return ev[-1] if ev else None
+        return MetricsLog(self.rows).final()
 
     def best(self) -> Optional[Dict[str, Any]]:
-        ev = [r for r in self.rows if _finite(r.get("acc1"))]
-        # the first epoch reaching the maximum, as the trainer's model_best keeps it
-        return max(ev, key=lambda r: (r["acc1"], -r["epoch"])) if ev else None
+        return MetricsLog(self.rows).best()
 
 
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+_finite = is_finite_number
 
 
 def _safe(text: str) -> str:
@@ -178,23 +179,6 @@ def stage1_configs(args: argparse.Namespace) -> List[str]:
 
 
 # ------------------------------------------------------------------ run folders
-def read_metrics(run_dir: str) -> List[Dict[str, Any]]:
-    """The rows of a run's metrics.jsonl (a partial or unreadable line is skipped)."""
-    rows = []
-    try:
-        with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(row, dict) and _finite(row.get("epoch")):
-                    rows.append(row)
-    except OSError:
-        return []
-    return sorted(rows, key=lambda r: r["epoch"])
-
-
 def locate(run: Run, out: str) -> None:
     """Find the run's folder (the one ``resume auto`` continues: newest current.pth.tar of
     its name under ``out``) and whether it is finished: ``num_epochs`` metrics rows and a
@@ -205,7 +189,7 @@ def locate(run: Run, out: str) -> None:
     if not ckpt:
         return
     run.run_dir = os.path.dirname(os.path.dirname(ckpt))
-    run.rows = read_metrics(run.run_dir)
+    run.rows = read_metrics(run.run_dir).rows
     epochs = [int(r["epoch"]) for r in run.rows]
     if epochs[-1:] != [run.num_epochs] or len(set(epochs)) != run.num_epochs:
         return

@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import time
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from utils import comm
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
 CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
 
 # The resume-safe keys: a run resumed with other values of these is still the same run and
 # continues in its folder. Each only says where files are, how the work is spread over
@@ -223,7 +225,7 @@ class RunDir:
         self.log_file = os.path.join(self.log_dir, f"{cfg.name}.txt")
         self.current = os.path.join(self.ckpt_dir, "current.pth.tar")
         self.best = os.path.join(self.ckpt_dir, "model_best.pth.tar")
-        self.metrics_file = os.path.join(path, "metrics.jsonl")
+        self.metrics_file = os.path.join(path, METRICS_FILE)
         # the config the run trains with (yaml + overrides), loadable with --cfg
         self.config_file = os.path.join(path, CONFIG_FILE)
         self.lock: Optional[RunLock] = None  # rank 0 of a training run holds it
@@ -345,3 +347,67 @@ class RunDir:
                     group = "train" if k.startswith("train_") or k == "lr" else "test"
                     writer.add_scalar(f"{group}/{k}", v, step)
             writer.flush()
+
+
+# ----------------------------------------------------------------------------- reading metrics
+def is_finite_number(x: Any) -> bool:
+    """A real number (not a bool), finite."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def metrics_path(run: str) -> str:
+    """The metrics.jsonl of a run folder (a path to the file itself is accepted too)."""
+    if os.path.isfile(run) and os.path.basename(run) == METRICS_FILE:
+        return run
+    return os.path.join(run, METRICS_FILE)
+
+
+@dataclass
+class MetricsLog:
+    """The rows of one run's metrics.jsonl (written by :meth:`RunDir.record`), sorted by epoch,
+    and notes on the lines that were skipped."""
+
+    rows: List[Dict[str, Any]] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def evaluated(self) -> List[Dict[str, Any]]:
+        """Rows with a finite Acc@1 (epochs that were evaluated)."""
+        return [r for r in self.rows if is_finite_number(r.get("acc1"))]
+
+    def best(self) -> Optional[Dict[str, Any]]:
+        """The first evaluated epoch reaching the highest Acc@1 (as model_best keeps it)."""
+        ev = self.evaluated
+        return max(ev, key=lambda r: (r["acc1"], -r["epoch"])) if ev else None
+
+    def final(self) -> Optional[Dict[str, Any]]:
+        ev = self.evaluated
+        return ev[-1] if ev else None
+
+
+def read_metrics(run: str) -> MetricsLog:
+    """The metrics.jsonl of ``run`` (a run folder or the file): every line holding a JSON object
+    with a finite ``epoch``; a partial last line (a run in progress), an unreadable line or a
+    row without an epoch is skipped with a note. A missing or unreadable file gives no rows and
+    one note."""
+    path = metrics_path(run)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        return MetricsLog([], [f"{path}: cannot read ({e})"])
+    numbered = [(i + 1, text) for i, text in enumerate(lines) if text.strip()]
+    log_ = MetricsLog()
+    for k, (lineno, text) in enumerate(numbered):
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError:
+            log_.notes.append("partial last line ignored (run in progress?)"
+                              if k == len(numbered) - 1 else f"line {lineno} unreadable, skipped")
+            continue
+        if not isinstance(row, dict) or not is_finite_number(row.get("epoch")):
+            log_.notes.append(f"line {lineno} has no epoch, skipped")
+            continue
+        log_.rows.append(row)
+    log_.rows.sort(key=lambda r: r["epoch"])
+    return log_
