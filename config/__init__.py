@@ -146,6 +146,9 @@ _RULES: Dict[str, _Rule] = {
     "lr_factors": _Rule("numbers > 0, one per lr_steps entry (e.g. [0.01, 0.0001]), or [] "
                         "(0.1, 0.01, ...)", lambda v: all(x > 0 for x in v)),
     "dr_reg_lambda": _at_least(0, "a number"),
+    "randaugment_n": _at_least(1),
+    "randaugment_m": _interval(0, 30, "an integer"),
+    "cutmix_alpha": _at_least(0, "a number"),
 }
 
 _KIND_NAMES = {bool: "a bool", int: "an integer", float: "a float", str: "a string"}
@@ -412,6 +415,12 @@ POLICY_DATASETS = ("cifar10", "cifar100", "imagenet", "ina2018", "places")
 
 def _check_augmentation(cfg: CN) -> None:
     on = [k for k in ("autoaugment", "randaugment") if cfg[k]]
+    if len(on) > 1:
+        raise ConfigError("keys 'autoaugment' and 'randaugment' are both True; accepted: at "
+                          "most one augmentation policy")
+    if mixup_enabled(cfg) and cfg.cutmix and cfg.cutmix_alpha > 0:
+        raise ConfigError("keys 'mixup' and 'cutmix' are both on; accepted: at most one batch "
+                          "mixing (set mixup False, or cutmix False)")
     if on and cfg.dataset not in POLICY_DATASETS:
         raise ConfigError(f"key '{on[0]}' is True but data set {cfg.dataset} has no such "
                           f"augmentation; accepted for {', '.join(POLICY_DATASETS)}")

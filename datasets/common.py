@@ -13,7 +13,7 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from utils.errors import ConfigError, DataError
+from utils.errors import DataError
 
 
 def check_num_classes(num_classes: int, found: int, what: str) -> None:
@@ -168,7 +168,7 @@ POLICY_KEYS = ("autoaugment", "randaugment")
 
 def policy_keys_on(cfg) -> List[str]:
     """The policy keys (:data:`POLICY_KEYS`) a config turns on."""
-    return [k for k in POLICY_KEYS if bool(cfg.get(k, False))]
+    return [k for k in POLICY_KEYS if cfg[k]]
 
 
 def policy_augmentation(cfg, policy: T.AutoAugmentPolicy) -> Optional[Callable]:
@@ -182,20 +182,12 @@ def policy_augmentation(cfg, policy: T.AutoAugmentPolicy) -> Optional[Callable]:
     2020; magnitude indexes torchvision's 31 bins, 0..30). Both draw from torch's global
     CPU generator, which :func:`apply_seeded` seeds per sample.
     """
-    on = policy_keys_on(cfg)
-    if len(on) > 1:
-        raise ConfigError("keys 'autoaugment' and 'randaugment' are both True; accepted: at "
-                          "most one augmentation policy")
+    on = policy_keys_on(cfg)  # at most one, with valid n / m: checked by config.validate
     if not on:
         return None
     if on[0] == "autoaugment":
         return T.AutoAugment(policy)
-    n, m = cfg.get("randaugment_n", 2), cfg.get("randaugment_m", 9)
-    if not isinstance(n, int) or n < 1:
-        raise ConfigError(f"key 'randaugment_n' is {n!r}; accepted: an integer >= 1")
-    if not isinstance(m, int) or not 0 <= m <= 30:
-        raise ConfigError(f"key 'randaugment_m' is {m!r}; accepted: an integer in [0, 30]")
-    return T.RandAugment(num_ops=n, magnitude=m)
+    return T.RandAugment(num_ops=cfg.randaugment_n, magnitude=cfg.randaugment_m)
 
 
 def has_policy(transform) -> bool:

@@ -23,9 +23,9 @@ import numpy as np
 import torchvision.transforms as T
 from PIL import Image, UnidentifiedImageError
 
-from datasets.class_order import MODES, class_order
+from datasets.class_order import class_order
 from datasets.common import DataBundle, SeededImageDataset, policy_augmentation
-from utils.errors import ConfigError, DataError, first_line
+from utils.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -307,13 +307,7 @@ def transforms(train: bool, image_size: int = 224, resize_size: int = 256,
 
 
 def _sizes(cfg) -> Tuple[int, int]:
-    # getattr: configs made before the image_size / resize_size keys existed still work
-    image_size = int(cfg.get("image_size", 224))
-    resize_size = int(cfg.get("resize_size", 256))
-    for key, v in (("image_size", image_size), ("resize_size", resize_size)):
-        if v < 1:
-            raise ConfigError(f"key '{key}' is {v}; accepted: an integer >= 1")
-    return image_size, resize_size
+    return int(cfg.image_size), int(cfg.resize_size)  # both >= 1: config.validate
 
 
 def _val_list(name: str, root: str, spec: ListSpec) -> Optional[str]:
@@ -334,14 +328,12 @@ def build_imagelist(cfg, dataset: str) -> DataBundle:
     the published folders (:func:`locate_list`), images under ``cfg.data_path``."""
     spec = LIST_SPECS[dataset]
     root = cfg.data_path
-    mode = cfg.get("class_order", "reference")  # configs from before the key: the reference
-    if mode not in MODES:
-        raise ConfigError(f"key 'class_order' is {mode!r}; accepted: {', '.join(MODES)}")
-    train_file = locate_list(cfg.get("train_list", "") or spec.train_list, root, spec,
+    mode = cfg.class_order  # one of MODES: config.validate
+    train_file = locate_list(cfg.train_list or spec.train_list, root, spec,
                              f"{spec.title} training list")
-    test_file = locate_list(cfg.get("test_list", "") or spec.test_list, root, spec,
+    test_file = locate_list(cfg.test_list or spec.test_list, root, spec,
                             f"{spec.title} test list")
-    val_file = _val_list(cfg.get("val_list", ""), root, spec)
+    val_file = _val_list(cfg.val_list, root, spec)
     num_classes = cfg.num_classes
     image_size, resize_size = _sizes(cfg)
 

@@ -53,7 +53,7 @@ def train_sampler(cfg, dataset: Dataset, rank: int, world_size: int,
                   kind: Optional[str] = None) -> TrainSampler:
     """The training sampler ``kind`` (default: the config's ``sampler``) over ``dataset`` for
     this rank, drawn from ``cfg.seed`` (``progressive`` runs over ``cfg.num_epochs``)."""
-    kind = cfg.get("sampler", "instance") if kind is None else kind
+    kind = cfg.sampler if kind is None else kind
     if kind == "instance":
         targets = range(len(dataset))  # only the length is used
     else:

@@ -179,7 +179,9 @@ class Trainer:
         """The checkpoint to resume from ('' for a fresh run), before anything is created."""
         resume = self.cfg.resume
         if resume == "auto":
-            resume = comm.broadcast_object(find_latest_checkpoint(self.cfg))
+            cfg = self.cfg
+            resume = comm.broadcast_object(
+                find_latest_checkpoint(cfg.output_dir, cfg.name, cfg.model_dir))
             if not resume:
                 log.info("resume auto: no earlier run of '%s' under %s; starting fresh",
                          self.cfg.name, self.cfg.output_dir)

@@ -16,7 +16,6 @@ import torch
 
 from config import mixup_enabled
 from methods.losses import ClassCountLoss
-from utils.errors import ConfigError
 
 Mixed = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]
 
@@ -116,14 +115,9 @@ class BatchMix:
 def batch_mixing(cfg) -> Optional[BatchMix]:
     """The one place that decides whether training mixes batches: mixup when
     :func:`config.mixup_enabled` (``mixup`` on, ``alpha`` > 0), CutMix when ``cutmix`` is on
-    with ``cutmix_alpha`` > 0, else None. Both on is a ConfigError."""
-    alpha = cfg.get("cutmix_alpha", 1.0)
-    if alpha is None or alpha < 0:
-        raise ConfigError(f"key 'cutmix_alpha' is {alpha}; accepted: a number >= 0")
-    cutmix = bool(cfg.get("cutmix", False)) and alpha > 0
-    if mixup_enabled(cfg) and cutmix:
-        raise ConfigError("keys 'mixup' and 'cutmix' are both on; accepted: at most one batch "
-                          "mixing (set mixup False, or cutmix False)")
+    with ``cutmix_alpha`` > 0, else None (both on is refused by config.validate)."""
+    alpha = cfg.cutmix_alpha
+    cutmix = bool(cfg.cutmix) and alpha > 0
     if mixup_enabled(cfg):
         return BatchMix("mixup", float(cfg.alpha))
     return BatchMix("cutmix", float(alpha)) if cutmix else None

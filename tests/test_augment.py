@@ -2,6 +2,7 @@
 training runs with each on."""
 import logging
 import os
+import re
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 import torchvision.transforms as T
 from torch.utils.data import DataLoader
 
-from config import get_cfg_defaults, validate
+from config import get_cfg_defaults, load_config, validate
 from datasets import build_data
 from datasets.loader import train_loader
 from engine import commands
@@ -76,14 +77,17 @@ def test_imagelist_policy_keys_change_only_the_training_list(tree):
             assert kinds(ds.transform) == kinds(off.test.transform)
 
 
-@pytest.mark.parametrize("kw,key", [
-    (dict(autoaugment=True, randaugment=True), "'autoaugment' and 'randaugment'"),
-    (dict(randaugment=True, randaugment_m=31), "'randaugment_m'"),
-    (dict(randaugment=True, randaugment_n=0), "'randaugment_n'"),
+@pytest.mark.parametrize("opts,key", [
+    (["autoaugment", "True", "randaugment", "True"], "keys 'autoaugment' and 'randaugment' are "
+     "both True"),
+    (["randaugment", "True", "randaugment_m", "31"], "key 'randaugment_m' is 31; accepted: an "
+     "integer in [0, 30]"),
+    (["randaugment", "True", "randaugment_n", "0"], "key 'randaugment_n' is 0; accepted: an "
+     "integer >= 1"),
 ])
-def test_bad_policy_keys_are_refused(small_cifar10, kw, key):
-    with pytest.raises(ConfigError, match=key):
-        build_data(cifar_cfg(small_cifar10, **kw))
+def test_bad_policy_keys_are_refused_when_the_config_loads(opts, key):
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_config(os.path.join(ROOT, "config", "cifar10", "cifar10_imb001.yaml"), opts)
 
 
 def test_policy_is_drawn_from_the_sample_seed(small_cifar10):
@@ -195,12 +199,13 @@ def test_batch_mixing_decides_in_one_place():
     cfg.cutmix_alpha = 0.0
     assert batch_mixing(cfg) is None
     cfg.cutmix_alpha = -1.0
-    with pytest.raises(ConfigError, match="cutmix_alpha"):
-        batch_mixing(cfg)
+    with pytest.raises(ConfigError, match="key 'cutmix_alpha' is -1.0; accepted: a number >= 0"):
+        validate(cfg)
     cfg.mixup, cfg.cutmix_alpha = True, 1.0
     with pytest.raises(ConfigError, match="'mixup' and 'cutmix'"):
-        batch_mixing(cfg)
+        validate(cfg)  # the config check: batch_mixing never sees both
     cfg.alpha = 0.0  # mixup on with alpha 0 does not mix: CutMix alone
+    validate(cfg)
     assert batch_mixing(cfg) == BatchMix("cutmix", 1.0)
 
 

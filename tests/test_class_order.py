@@ -14,7 +14,7 @@ import datasets.class_order as co
 from config import get_cfg_defaults, load_config
 from datasets import build_data
 from datasets.class_order import SMALL_QUICKSORT, class_order, numpy124_argsort
-from datasets.imagelist import build_imagelist, frequency_class_map
+from datasets.imagelist import frequency_class_map
 from tests.conftest import ROOT
 from utils.errors import ConfigError
 
@@ -205,5 +205,3 @@ def test_class_order_key(tmp_path, places_root):
     with pytest.raises(ConfigError, match=r"key 'class_order' is 'numpy'; accepted: "
                                           r"reference, stable"):
         load_config(str(cfg_file), ["class_order", "numpy"])
-    with pytest.raises(ConfigError, match="key 'class_order'"):
-        build_imagelist(places_cfg(places_root[0], class_order="numpy"), "places")

@@ -98,3 +98,17 @@ def test_no_test_imports_a_script_and_the_scripts_are_shims():
         defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
         assert defs == [], f"{name}.py defines {[d.name for d in defs]}: move it to engine/"
         assert imports(os.path.join(ROOT, f"{name}.py")) & {"engine.commands"}, name
+
+
+def test_library_code_reads_config_keys_without_fallbacks():
+    """Every key has its default in config/defaults.py and is checked by config.validate, so
+    library code reads ``cfg.key`` (a ``cfg.get(key, default)`` would repeat the default)."""
+    wrong = []
+    for pkg in LEVEL:
+        for path in glob.glob(os.path.join(ROOT, pkg, "*.py")):
+            for node in ast.walk(ast.parse(open(path).read())):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "get" and isinstance(node.func.value, ast.Name)
+                        and node.func.value.id == "cfg"):
+                    wrong.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
+    assert wrong == []

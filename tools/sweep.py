@@ -40,7 +40,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -183,8 +182,7 @@ def locate(run: Run, out: str) -> None:
     """Find the run's folder (the one ``resume auto`` continues: newest current.pth.tar of
     its name under ``out``) and whether it is finished: ``num_epochs`` metrics rows and a
     checkpoint of the last epoch."""
-    ckpt = find_latest_checkpoint(SimpleNamespace(output_dir=out, name=run.name,
-                                                  model_dir=run.model_dir))
+    ckpt = find_latest_checkpoint(out, run.name, run.model_dir)
     run.run_dir, run.rows = None, []
     if not ckpt:
         return

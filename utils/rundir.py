@@ -133,12 +133,12 @@ def run_folder_of_checkpoint(path: str, cfg) -> Optional[str]:
     return None
 
 
-def find_latest_checkpoint(cfg) -> str:
-    """Newest ``current.pth.tar`` of runs named ``cfg.name`` under ``output_dir`` ('' if none)."""
-    pattern = os.path.join(glob.escape(cfg.output_dir), glob.escape(cfg.name) + "_*",
-                           cfg.model_dir, "current.pth.tar")
+def find_latest_checkpoint(output_dir: str, name: str, model_dir: str = "ckps") -> str:
+    """Newest ``current.pth.tar`` of runs named ``name`` under ``output_dir`` ('' if none)."""
+    pattern = os.path.join(glob.escape(output_dir), glob.escape(name) + "_*", model_dir,
+                           "current.pth.tar")
     found = [p for p in glob.glob(pattern)
-             if os.path.basename(os.path.dirname(os.path.dirname(p)))[len(cfg.name) + 1:]
+             if os.path.basename(os.path.dirname(os.path.dirname(p)))[len(name) + 1:]
              .replace("_", "").isdigit()]
     return max(found, key=os.path.getmtime) if found else ""
 
