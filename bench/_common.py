@@ -11,15 +11,12 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import sys
 import time
 from typing import Callable, Dict, List, Sequence
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import torch
 
-import torch  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pick_device() -> torch.device:

@@ -18,7 +18,6 @@ import logging
 import os
 import time
 
-import _common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 from _common import ROOT, header, pick_device, sync, table
 

@@ -24,7 +24,6 @@ import argparse
 import os
 import time
 
-import _common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 import torch
 from _common import ROOT, header, pick_device, sync, table

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 
-import _common  # noqa: F401  (puts the repository on sys.path)
 import torch
 from _common import header, ms, pick_device, sync, table, timeit
 

@@ -24,8 +24,6 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 
 def long_tail_counts(n: int, c: int, n_max: int = 1000, n_min: int = 2) -> np.ndarray:

@@ -31,7 +31,6 @@ import os
 import tempfile
 import time
 
-import _common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 import torch
 from _common import header, sync, table, timeit

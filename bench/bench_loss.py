@@ -10,7 +10,6 @@ at C >= 1000, and faster than the direct form.
 """
 from __future__ import annotations
 
-import _common  # noqa: F401  (puts the repository on sys.path)
 import torch
 import torch.nn.functional as F
 from _common import header, ms, pick_device, table, timeit

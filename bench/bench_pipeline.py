@@ -15,7 +15,6 @@ import argparse
 import itertools
 import time
 
-import _common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 import torch
 from _common import header, pick_device, sync, table

@@ -16,16 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from datasets.samplers import SAMPLERS, build_sampler
 
-from datasets.samplers import SAMPLERS, build_sampler  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (name, images, classes, largest class, smallest class)
 SETS = [("CIFAR-100-LT (100)", 10847, 100, 500, 5),

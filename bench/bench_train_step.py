@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 
-import _common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 import torch
 import torch.nn.functional as F

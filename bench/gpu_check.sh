@@ -25,6 +25,8 @@ mkdir -p "$LOGS"
 CORES=$(nproc)
 WORKERS=$(( CORES > 10 ? 8 : CORES - 2 > 1 ? CORES - 2 : 1 ))
 export PYTHONUNBUFFERED=1
+# the packages importable by the bench scripts without `pip install -e .` (a bare device machine)
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 declare -a NAMES STATUS SECS
 
 section() {  # section NAME LIMIT_SECONDS LOG COMMAND...

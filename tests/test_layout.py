@@ -112,3 +112,11 @@ def test_library_code_reads_config_keys_without_fallbacks():
                         and node.func.value.id == "cfg"):
                     wrong.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
     assert wrong == []
+
+
+def test_tools_and_bench_do_not_edit_sys_path():
+    """They import the packages as installed (``pip install -e .``, pyproject.toml's
+    build-system) or from PYTHONPATH, never by editing sys.path."""
+    wrong = [os.path.relpath(p, ROOT) for pkg in ("tools", "bench")
+             for p in glob.glob(os.path.join(ROOT, pkg, "*.py")) if "sys.path" in open(p).read()]
+    assert wrong == []

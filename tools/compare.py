@@ -22,12 +22,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, ROOT)
-
-from utils.errors import EXIT_USER_ERROR, RunError, UserError, one_line  # noqa: E402
-from utils.rundir import (  # noqa: E402
+from utils.errors import EXIT_USER_ERROR, RunError, UserError, one_line
+from utils.rundir import (
     METRICS_FILE,
     MetricsLog,
     is_finite_number,

@@ -42,19 +42,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, ROOT)
-
-from config import load_config  # noqa: E402
-from utils.errors import EXIT_USER_ERROR, CheckpointError, UserError, one_line  # noqa: E402
-from utils.rundir import (  # noqa: E402
+from config import load_config
+from utils.errors import EXIT_USER_ERROR, CheckpointError, UserError, one_line
+from utils.rundir import (
     MetricsLog,
     RunLock,
     find_latest_checkpoint,
     is_finite_number,
     read_metrics,
 )
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROG = "sweep.py"
 SWEEP_LOCK = ".sweep.lock"  # held by the sweep running in an --out folder
