@@ -290,6 +290,16 @@ class ImageListDataset(SeededImageDataset):
         return DataError(f"cannot read image {path}{src}: {why}")
 
 
+# The training augmentation of the reference recipe (MiSLAS datasets/imagenet.py and its
+# siblings): RandomResizedCrop with torchvision's default scale and ratio, a horizontal flip,
+# ColorJitter(0.4, 0.4, 0.4, 0). The fast image-list path (datasets/imagelist_pipeline.py,
+# TrainRecipe.reference) draws from these same constants.
+CROP_SCALE = (0.08, 1.0)
+CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+FLIP_P = 0.5
+JITTER = 0.4  # brightness, contrast and saturation; no hue
+
+
 def transforms(train: bool, image_size: int = 224, resize_size: int = 256,
                mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                policy: Optional[Callable] = None):
@@ -301,8 +311,9 @@ def transforms(train: bool, image_size: int = 224, resize_size: int = 256,
     norm = [T.ToTensor(), T.Normalize(mean, std)]
     if train:
         extra = [policy] if policy is not None else []
-        return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(),
-                          T.ColorJitter(0.4, 0.4, 0.4, 0), *extra] + norm)
+        return T.Compose([T.RandomResizedCrop(image_size, scale=CROP_SCALE, ratio=CROP_RATIO),
+                          T.RandomHorizontalFlip(FLIP_P),
+                          T.ColorJitter(JITTER, JITTER, JITTER, 0), *extra] + norm)
     return T.Compose([T.Resize(resize_size), T.CenterCrop(image_size)] + norm)
 
 

@@ -52,8 +52,16 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
-from datasets.common import DataBundle, EpochSampler, apply_seeded, has_policy
-from datasets.imagelist import IMAGENET_MEAN, IMAGENET_STD, ImageListDataset, transforms
+from datasets.common import DataBundle, EpochSampler, apply_seeded
+from datasets.imagelist import (
+    CROP_RATIO,
+    CROP_SCALE,
+    FLIP_P,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    JITTER,
+    ImageListDataset,
+)
 from datasets.samplers import TrainSampler
 from datasets.workers import data_loader, shutdown_workers
 from utils.errors import first_line
@@ -73,7 +81,7 @@ DECODES = ("cpu", "cuda")
 # ------------------------------------------------------------------ parameter draws (workers)
 @dataclass(frozen=True)
 class TrainRecipe:
-    """The random training augmentation of the reference transform, read from it."""
+    """The random training augmentation of the reference recipe (:meth:`reference`)."""
 
     size: int
     scale: Tuple[float, float]
@@ -84,23 +92,13 @@ class TrainRecipe:
     saturation: Optional[Tuple[float, float]]
 
     @classmethod
-    def from_transform(cls, transform: T.Compose) -> "TrainRecipe":
-        """Parameters of a ``RandomResizedCrop, RandomHorizontalFlip, ColorJitter, ToTensor,
-        Normalize`` Compose (:func:`datasets.imagelist.transforms` with ``train=True``)."""
-        kinds = [type(t) for t in transform.transforms]
-        want = [T.RandomResizedCrop, T.RandomHorizontalFlip, T.ColorJitter, T.ToTensor,
-                T.Normalize]
-        if kinds != want:
-            raise ValueError(f"not the reference training transform: {transform}")
-        rrc, flip, jitter = transform.transforms[:3]
-        if rrc.size[0] != rrc.size[1] or jitter.hue is not None:
-            raise ValueError(f"unsupported training transform (square crops, no hue "
-                             f"jitter): {transform}")
-        def as_pair(v):
-            return None if v is None else (float(v[0]), float(v[1]))
-        return cls(size=int(rrc.size[0]), scale=as_pair(rrc.scale), ratio=as_pair(rrc.ratio),
-                   flip_p=float(flip.p), brightness=as_pair(jitter.brightness),
-                   contrast=as_pair(jitter.contrast), saturation=as_pair(jitter.saturation))
+    def reference(cls, size: int) -> "TrainRecipe":
+        """The reference recipe at crop ``size`` (the constants of :mod:`datasets.imagelist`
+        that its torchvision transform is built from); ColorJitter's factor ranges are
+        [max(0, 1 - j), 1 + j]."""
+        jitter = (max(0.0, 1.0 - JITTER), 1.0 + JITTER)
+        return cls(size=int(size), scale=tuple(CROP_SCALE), ratio=tuple(CROP_RATIO),
+                   flip_p=FLIP_P, brightness=jitter, contrast=jitter, saturation=jitter)
 
 
 def _draws(recipe: TrainRecipe, width: int, height: int):
@@ -353,9 +351,10 @@ class ImageListLoader:
         self.cpu_fallbacks = 0  # files nvjpeg refused (decoded on the CPU instead)
         if self.decode == "cuda" and not _gpu_decode_works(self.device):
             self.decode = "cpu"
-        reference = transforms(train, image_size, resize_size)
-        recipe = TrainRecipe.from_transform(reference) if train else None
-        eval_ops = None if train else T.Compose(reference.transforms[:-2])  # before ToTensor
+        recipe = TrainRecipe.reference(image_size) if train else None
+        # the reference test transform before ToTensor / Normalize
+        eval_ops = None if train else T.Compose([T.Resize(resize_size),
+                                                 T.CenterCrop(image_size)])
         self.recipe = recipe
         shape = (1, 3, 1, 1)
         self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(shape).to(self.device)
@@ -494,40 +493,25 @@ def _gpu_decode_works(device: torch.device) -> bool:
 
 
 # ------------------------------------------------------------------ from a DataBundle
-def _sizes(transform) -> Optional[Tuple[int, int]]:
-    """(image_size, resize_size) of a reference transform of datasets.imagelist."""
-    ops = getattr(transform, "transforms", [])
-    for a in ops:
-        if isinstance(a, T.RandomResizedCrop):
-            return int(a.size[0]), 256  # resize_size is not used in training
-    resize = [a for a in ops if isinstance(a, T.Resize)]
-    crop = [a for a in ops if isinstance(a, T.CenterCrop)]
-    if len(resize) == 1 and len(crop) == 1 and isinstance(resize[0].size, int):
-        return int(crop[0].size[0]), int(resize[0].size)
-    return None
-
-
 def imagelist_loader_for(data: DataBundle, batch_size: int, device, seed: int,
                          rank: int = 0, world_size: int = 1, workers: int = 0,
                          split: str = "train", decode: str = "cpu",
-                         sampler: Optional[TrainSampler] = None
+                         sampler: Optional[TrainSampler] = None, image_size: int = 224,
+                         resize_size: int = 256, policy: bool = False
                          ) -> Optional[ImageListLoader]:
     """An :class:`ImageListLoader` over ``data.train`` (``split='train'``: training
     augmentation), ``data.test`` (``'test'``), ``data.val`` (``'val'``) or ``data.train_eval``
-    (``'train_eval'``), or
-    None when that split is not an :class:`ImageListDataset` carrying the reference
-    transform of :func:`datasets.imagelist.transforms` without an augmentation policy (other
-    data sets keep their path). Sizes come from that transform, mean / std from
-    ``data.extra``; ``sampler``: the training sampler (None: :class:`EpochSampler`)."""
+    (``'train_eval'``), or None when that split is not an :class:`ImageListDataset`, or for
+    training with an augmentation ``policy`` (AutoAugment / RandAugment: only the per-sample
+    path applies them). The recipe is the config's: ``image_size`` / ``resize_size`` (keys of
+    the same names) and the reference augmentation; mean / std from ``data.extra``;
+    ``sampler``: the training sampler (None: :class:`EpochSampler`)."""
     dataset = getattr(data, split)
-    if not isinstance(dataset, ImageListDataset):
+    if not isinstance(dataset, ImageListDataset) or (policy and split == "train"):
         return None
-    sizes = _sizes(dataset.transform)
-    if sizes is None or has_policy(dataset.transform):
-        return None  # AutoAugment / RandAugment: only the per-sample path applies them
     extra = data.extra or {}
     return ImageListLoader(dataset, batch_size, device, train=split == "train",
                            mean=extra.get("mean", IMAGENET_MEAN),
-                           std=extra.get("std", IMAGENET_STD), image_size=sizes[0],
-                           resize_size=sizes[1], seed=seed, rank=rank, world_size=world_size,
+                           std=extra.get("std", IMAGENET_STD), image_size=image_size,
+                           resize_size=resize_size, seed=seed, rank=rank, world_size=world_size,
                            workers=workers, decode=decode, sampler=sampler)

@@ -100,7 +100,8 @@ def train_loader(cfg, data: DataBundle, device: torch.device, rank: int, world_s
         else:
             loader = imagelist_loader_for(data, batch, device, cfg.seed, rank, world_size,
                                           workers, split="train", decode=cfg.imagelist_decode,
-                                          sampler=sampler)
+                                          sampler=sampler, image_size=cfg.image_size,
+                                          resize_size=cfg.resize_size)
             if loader is not None:
                 return loader
     return build_loader(data.train, batch, train=True, seed=cfg.seed, rank=rank,
@@ -118,7 +119,8 @@ def eval_loader(cfg, data: DataBundle, split: str, device: torch.device, rank: i
     workers = per_rank_workers(cfg.workers, world_size)
     if cfg.imagelist_pipeline == "fast":
         loader = imagelist_loader_for(data, batch, device, cfg.seed, rank, world_size, workers,
-                                      split=split)
+                                      split=split, image_size=cfg.image_size,
+                                      resize_size=cfg.resize_size)
         if loader is not None:
             return loader
     return build_loader(getattr(data, split), batch, train=False, seed=cfg.seed, rank=rank,

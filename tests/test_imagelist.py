@@ -404,7 +404,8 @@ def test_unreadable_image_message_is_plain_on_both_paths(trees, tmp_path, pipeli
     data.test.root = str(tmp_path)
     data.test.images = type(data.test.images).from_strings(["bad.jpg"])
     data.test.targets = data.test.targets[:1]
-    loader = (imagelist_loader_for(data, 1, torch.device("cpu"), 0, split="test")
+    loader = (imagelist_loader_for(data, 1, torch.device("cpu"), 0, split="test",
+                                   image_size=32, resize_size=36)
               if pipeline == "fast" else (data.test[i] for i in range(1)))
     with pytest.raises(DataError) as e:
         list(loader)

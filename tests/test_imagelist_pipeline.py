@@ -28,7 +28,7 @@ from utils.errors import DataError
 S, RESIZE = 32, 36
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-RECIPE = TrainRecipe.from_transform(transforms(True, S, RESIZE))
+RECIPE = TrainRecipe.reference(S)
 
 
 def textured(rng, w, h):
@@ -502,15 +502,17 @@ def test_imagelist_loader_for(tree):
     train, test = dataset(tree), dataset(tree, train=False)
     data = DataBundle(train, test, [7, 6, 6, 6], "x", train_eval=dataset(tree, train=False),
                       extra={"mean": IMAGENET_MEAN, "std": IMAGENET_STD})
-    ld = imagelist_loader_for(data, 8, "cpu", seed=1)
+    ld = imagelist_loader_for(data, 8, "cpu", seed=1, image_size=S, resize_size=RESIZE)
     assert isinstance(ld, ImageListLoader) and ld.train and ld.image_size == S
     ref = loader(train)
     for (xa, _), (xb, _) in zip(epoch(ld, 0), epoch(ref, 0)):
         assert torch.equal(xa, xb)
-    ev = imagelist_loader_for(data, 8, "cpu", seed=1, split="test")
+    ev = imagelist_loader_for(data, 8, "cpu", seed=1, split="test", image_size=S,
+                              resize_size=RESIZE)
     assert not ev.train and torch.equal(epoch(ev, 0)[0][0],
                                         torch.stack([test[i][0] for i in range(8)]))
     assert imagelist_loader_for(data, 8, "cpu", 1, split="train_eval") is not None
+    assert imagelist_loader_for(data, 8, "cpu", 1, policy=True) is None  # per-image path
     from datasets.common import ArrayImageDataset
     arrays = ArrayImageDataset(np.zeros((2, 4, 4, 3), np.uint8), [0, 1])
     assert imagelist_loader_for(DataBundle(arrays, arrays, [1, 1], "y"), 8, "cpu", 1) is None
@@ -521,8 +523,17 @@ def test_rejects_bad_arguments(tree):
         loader(dataset(tree), decode="gpu")
     with pytest.raises(ValueError):
         loader(dataset(tree), batch=0)
-    with pytest.raises(ValueError):
-        TrainRecipe.from_transform(transforms(False, S, RESIZE))
+
+
+
+def test_the_recipe_is_the_reference_transforms():
+    """The fast path's recipe and the reference torchvision transform come from the same
+    constants: the parameters torchvision stores equal the recipe's."""
+    rrc, flip, jitter = transforms(True, S, RESIZE).transforms[:3]
+    want = TrainRecipe(size=rrc.size[0], scale=tuple(rrc.scale), ratio=tuple(rrc.ratio),
+                       flip_p=flip.p, brightness=tuple(jitter.brightness),
+                       contrast=tuple(jitter.contrast), saturation=tuple(jitter.saturation))
+    assert TrainRecipe.reference(S) == want and jitter.hue is None
 
 
 def test_epoch_sampler_is_the_reference_order(tree):
