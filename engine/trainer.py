@@ -28,15 +28,7 @@ from datasets.loader import eval_loader, train_loader
 from datasets.workers import shutdown_workers
 from engine.checkpointer import Checkpointer
 from engine.evaluation import PostHoc, evaluate
-from engine.hooks import (
-    AnalysisHook,
-    CheckpointHook,
-    EvalHook,
-    GradMonitorHook,
-    HookBase,
-    MetricsHook,
-    Step,
-)
+from engine.hooks import DEFAULT_HOOKS, EpochRecord, GradMonitorHook, HookBase, Step
 from engine.runtime import autocast_factory, grad_scaler, seed_everything
 from engine.schedule import lr_at_epoch
 from engine.state import CutEpoch, RandomStreams, StopFlag, TrainState
@@ -106,11 +98,7 @@ class Trainer:
         self.cut = CutEpoch()
         self.streams = RandomStreams(cfg.seed, dist.rank)
         self.writer = None  # TensorBoard, rank 0 of a training run
-        # per epoch, shared with the hooks
-        self.row: Dict[str, object] = {}
-        self.metrics: Optional[dict] = None
-        self.is_best = False
-        self.last_epoch = False
+        self.epoch_metrics: Optional[dict] = None  # the last finished epoch's test metrics
 
     # ------------------------------------------------------------------ parts
     def build_network(self) -> LTNet:
@@ -151,10 +139,16 @@ class Trainer:
         self.train_net.train()
 
     def default_hooks(self) -> List[HookBase]:
+        """The hooks of :data:`engine.hooks.DEFAULT_HOOKS`, in that order (the gradient monitor
+        only with ``grad_stats_freq`` > 0)."""
         hooks: List[HookBase] = []
-        if self.cfg.grad_stats_freq > 0:
-            hooks.append(GradMonitorHook(self.cfg.grad_stats_freq))
-        return hooks + [EvalHook(), AnalysisHook(), MetricsHook(), CheckpointHook()]
+        for kind in DEFAULT_HOOKS:
+            if kind is GradMonitorHook:
+                if self.cfg.grad_stats_freq > 0:
+                    hooks.append(GradMonitorHook(self.cfg.grad_stats_freq))
+            else:
+                hooks.append(kind())
+        return hooks
 
     def summary(self) -> str:
         """Data set, class groups, parameter counts and loss: what ``--dry-run`` prints."""
@@ -336,7 +330,7 @@ class Trainer:
                          self.run_dir.path)
             return 0
         except Interrupted:
-            self.save(best=False)
+            self.save(best=False, metrics=self.epoch_metrics)
             comm.on_main(log.warning, "interrupted by signal %d at epoch %d, iteration %d; "
                          "resume with: %s", self.stop.signum, self.state.epoch + 1,
                          self.state.iteration, self.resume_command())
@@ -402,11 +396,11 @@ class Trainer:
         stats = self.train_one_epoch(epoch)
         comm.broadcast_buffers(self.net)  # evaluate and save rank 0's BatchNorm statistics
         self.state.epoch = epoch + 1
-        self.last_epoch = self.state.epoch == self.cfg.num_epochs
-        self.row = {"epoch": self.state.epoch, "lr": lr, **stats}
-        self.metrics, self.is_best = None, False
+        record = EpochRecord(self.state.epoch, {"epoch": self.state.epoch, "lr": lr, **stats},
+                             last=self.state.epoch == self.cfg.num_epochs)
         for h in self.hooks:
-            h.after_epoch()
+            h.after_epoch(record)
+        self.epoch_metrics = record.metrics  # what a checkpoint saved mid-next-epoch carries
 
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:
         """One pass over the training loader (from ``state.iteration`` when resuming inside
@@ -496,11 +490,11 @@ class Trainer:
         return evaluate(self.net, self.test_loader, self.device, self.ranges, self.autocast,
                         posthoc=self.posthoc)
 
-    def save(self, best: bool) -> None:
-        """Write ``current.pth.tar`` (and ``model_best.pth.tar`` when ``best``); every rank
-        must call it."""
+    def save(self, best: bool, metrics: Optional[dict] = None) -> None:
+        """Write ``current.pth.tar`` (and ``model_best.pth.tar`` when ``best``), with the
+        epoch's test ``metrics`` when it was evaluated; every rank must call it."""
         paths = [self.run_dir.current] + ([self.run_dir.best] if best else [])
-        metrics = {k: v for k, v in (self.metrics or {}).items() if isinstance(v, (int, float))}
+        metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
         self.checkpointer.save(paths, {"config": cfg_to_yaml(self.cfg), "metrics": metrics,
                                        "num_classes": self.cfg.num_classes,
                                        "stage": self.STAGE,
@@ -522,7 +516,7 @@ class _Position(HookBase):
     def after_step(self, step: Step) -> None:
         self.step = step.iteration + 2  # the next step (its batch is loaded next)
 
-    def after_epoch(self) -> None:
+    def after_epoch(self, record: EpochRecord) -> None:
         self.phase = "end"
 
     def after_train(self) -> None:

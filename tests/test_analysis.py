@@ -237,10 +237,12 @@ class _FakeTrainer:
                                 self.device, self.ranges)
 
     def run(self, hook, epoch, last=False):
+        from engine.hooks import EpochRecord
         from engine.state import TrainState
-        self.state, self.last_epoch, self.row = TrainState(epoch=epoch), last, {}
-        hook.after_epoch()
-        return self.row
+        self.state = TrainState(epoch=epoch)
+        record = EpochRecord(epoch, {}, last, metrics=self.metrics)
+        hook.after_epoch(record)
+        return record.row
 
 
 def test_analysis_hook_logs_tensorboard_and_returns_nc(tmp_path):

@@ -120,3 +120,31 @@ def test_tools_and_bench_do_not_edit_sys_path():
     wrong = [os.path.relpath(p, ROOT) for pkg in ("tools", "bench")
              for p in glob.glob(os.path.join(ROOT, pkg, "*.py")) if "sys.path" in open(p).read()]
     assert wrong == []
+
+
+def test_the_default_hooks_run_in_the_declared_order():
+    """Each default hook reads what the ones before it published in the epoch record: the
+    order is declared once (engine.hooks.DEFAULT_HOOKS) and the trainer keeps it."""
+    from engine.hooks import (
+        DEFAULT_HOOKS,
+        AnalysisHook,
+        CheckpointHook,
+        EvalHook,
+        GradMonitorHook,
+        MetricsHook,
+    )
+    assert DEFAULT_HOOKS == (GradMonitorHook, EvalHook, AnalysisHook, MetricsHook,
+                             CheckpointHook)
+    from config import load_config
+    from engine.trainer import Trainer
+    from tests.conftest import DIGITS_CE
+
+    for freq, want in ((0, DEFAULT_HOOKS[1:]), (5, DEFAULT_HOOKS)):
+        trainer = Trainer.__new__(Trainer)  # default_hooks reads only the config
+        trainer.cfg = load_config(DIGITS_CE, ["grad_stats_freq", str(freq)])
+        assert tuple(type(h) for h in trainer.default_hooks()) == want
+
+
+def test_the_hooks_do_not_import_the_trainer():
+    """No import circle, not even for type annotations."""
+    assert "engine.trainer" not in imports(os.path.join(ROOT, "engine", "hooks.py"))

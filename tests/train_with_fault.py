@@ -63,7 +63,7 @@ def wait_for_go() -> None:
 
 
 class Pause(HookBase):
-    def after_epoch(self):
+    def after_epoch(self, record):
         if not getattr(self, "done", False):
             self.done = True
             wait_for_go()
