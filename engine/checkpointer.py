@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Dict, Iterable, List, Mapping
+import os
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 
+from config import cfg_from_yaml_string
 from utils import comm
 from utils.checkpoint import load_network_state, network_state, save_checkpoint
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, ConfigError, one_line
+from utils.rundir import config_differences, find_latest_checkpoint, run_folder_of_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +155,82 @@ def own_rank_entry(entries: Any) -> Dict[str, Any]:
     if isinstance(entries, list) and len(entries) == comm.get_world_size():
         return dict(entries[comm.get_rank()] or {})
     return {}
+
+
+# ----------------------------------------------------------------------------- resume policy
+def resume_path(cfg) -> str:
+    """The checkpoint a run of ``cfg`` resumes from ('' for a fresh run), before anything is
+    created: ``resume`` as given (a missing file is a :class:`CheckpointError`), or for
+    ``auto`` the newest ``current.pth.tar`` of runs of this name under ``output_dir`` (the
+    same answer on every rank)."""
+    resume = cfg.resume
+    if resume == "auto":
+        resume = comm.broadcast_object(
+            find_latest_checkpoint(cfg.output_dir, cfg.name, cfg.model_dir))
+        if not resume:
+            log.info("resume auto: no earlier run of '%s' under %s; starting fresh", cfg.name,
+                     cfg.output_dir)
+    elif resume and not os.path.isfile(resume):
+        raise CheckpointError(f"key 'resume': checkpoint not found: {resume}")
+    return resume
+
+
+def resume_checkpoint(checkpointer: Checkpointer, cfg, stage: int, ckpt: dict,
+                      path: str) -> Tuple[Optional[str], str]:
+    """Restore the checkpoint ``ckpt`` (read from ``path``) into a run of ``cfg`` at ``stage``;
+    returns the run folder to continue in (None: a new folder) and a note to log ('' for an
+    exact resume in the checkpoint's own folder).
+
+    * The ``current.pth.tar`` of a run of this config (the same up to
+      :data:`utils.rundir.RESUME_SAFE_KEYS`): exact resume of everything, in its run folder.
+      Another checkpoint of this config (``model_best``, a copy elsewhere): exact resume in a
+      new folder (continuing in the run's folder would rewind its history).
+    * A checkpoint of ours with another config: :func:`start_from_checkpoint` in a new folder.
+    * A checkpoint without a config (MiSLAS / ARB-Loss): weights, epoch and best Acc@1
+      (:meth:`Checkpointer.restore`), in a new folder.
+
+    The checkpoint's folder is written only in the first case. A network that does not fit,
+    or a checkpoint of a later stage, raises :class:`CheckpointError` (nothing is created).
+    """
+    state = checkpointer.state
+    held = int(ckpt.get("stage", 1))
+    if held > stage:
+        raise CheckpointError(f"{path} is a stage-{held} checkpoint; continue it with "
+                              f"train_stage{held}.py (train_stage{stage}.py resumes "
+                              f"stage-{stage} checkpoints)")
+    saved = ckpt.get("config")
+    if not isinstance(saved, str):
+        checkpointer.restore(ckpt, path)
+        return None, (f"resumed from {path} at epoch {state.epoch}: a checkpoint without a "
+                      "config (MiSLAS / ARB-Loss), continued in a new run folder")
+    try:
+        differs = config_differences(cfg_from_yaml_string(saved), cfg)
+    except ConfigError as e:
+        differs = [f"(its stored config is not readable: {one_line(str(e))})"]
+    origin = run_folder_of_checkpoint(path, cfg)
+    where = origin or os.path.dirname(os.path.abspath(path))
+    if not differs:
+        checkpointer.restore(ckpt, path)
+        if origin is None or os.path.basename(path) == "current.pth.tar":
+            return origin, ""
+        return None, (f"resumed from {path} at epoch {state.epoch}: not the newest checkpoint "
+                      "of its run (current.pth.tar), so the run continues in a new run folder; "
+                      f"its folder {where} is left untouched")
+    start_from_checkpoint(checkpointer, ckpt, path)
+    shown = ", ".join(differs[:6]) + (f" (+{len(differs) - 6} more)" if len(differs) > 6
+                                      else "")
+    return None, (f"{path} is a checkpoint of another config (differs in: {shown}): starting "
+                  f"a new run from its weights at epoch {state.epoch}; its folder {where} is "
+                  "left untouched")
+
+
+def start_from_checkpoint(checkpointer: Checkpointer, ckpt: dict, path: str) -> None:
+    """Start a new run (in a new folder) from a checkpoint of another config: its network
+    weights, the optimiser / loss-scaler state where it fits (momentum buffers; the
+    hyper-parameters stay this config's), and its epoch counter (training goes on from the
+    epoch after its last complete one). The random streams start from this config's seed and
+    the best Acc@1 from 0 (the new folder's model_best is one of its own). (Stage 2 starts
+    from a stage-1 checkpoint without this: see
+    :meth:`engine.stage2.Stage2Trainer.resolve_resume`.)"""
+    checkpointer.restore_weights(ckpt, path)
+    checkpointer.state.epoch = int(ckpt.get("epoch", 0))

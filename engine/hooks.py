@@ -45,6 +45,8 @@ class Step:
     y_b: Optional[torch.Tensor]
     lam: float
     class_cnt: Optional[torch.Tensor]
+    loss: Optional[torch.Tensor] = None  # the step's loss (detached, on the device)
+    y_true: Optional[torch.Tensor] = None  # the batch's labels before mixing
 
 
 @dataclass

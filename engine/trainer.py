@@ -12,7 +12,6 @@ Subclasses change one part by overriding one method (``build_network``,
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -21,25 +20,23 @@ import torch
 import torch.nn as nn
 
 from analysis.metrics import class_ranges
-from config import cfg_from_yaml_string, cfg_to_yaml, classifier_kind
+from config import cfg_to_yaml
 from datasets import DataBundle, build_data
 from datasets.common import check_num_classes
-from datasets.loader import eval_loader, train_loader
+from datasets.loader import eval_loader
 from datasets.workers import shutdown_workers
-from engine.checkpointer import Checkpointer
+from engine.checkpointer import Checkpointer, resume_checkpoint, resume_path
 from engine.evaluation import PostHoc, evaluate
-from engine.hooks import DEFAULT_HOOKS, EpochRecord, GradMonitorHook, HookBase, Step
+from engine.hooks import EpochRecord, HookBase, Step
+from engine.parts import RunParts
 from engine.runtime import autocast_factory, grad_scaler, seed_everything
-from engine.schedule import lr_at_epoch
 from engine.state import CutEpoch, RandomStreams, StopFlag, TrainState
-from methods import ClassCountLoss, build_criterion, describe_criterion, mixup_criterion
+from methods import mixup_criterion
 from methods.mixup import batch_mixing
-from models import LTNet, build_network, count_parameters
 from utils import comm
 from utils.checkpoint import load_checkpoint
 from utils.errors import (
     EXIT_NONFINITE,
-    CheckpointError,
     ConfigError,
     Interrupted,
     NonFiniteLoss,
@@ -49,15 +46,12 @@ from utils.errors import (
 from utils.logger import add_log_file, file_handler, format_seconds
 from utils.rundir import (
     RunDir,
-    config_differences,
-    find_latest_checkpoint,
-    run_folder_of_checkpoint,
 )
 
 log = logging.getLogger("train")
 
 
-class Trainer:
+class Trainer(RunParts):
     """Stage-1 training (MiSLAS / ARB-Loss recipe) of the network, loss and data named by
     ``cfg``, on the device and process group of ``dist``.
 
@@ -100,88 +94,11 @@ class Trainer:
         self.writer = None  # TensorBoard, rank 0 of a training run
         self.epoch_metrics: Optional[dict] = None  # the last finished epoch's test metrics
 
-    # ------------------------------------------------------------------ parts
-    def build_network(self) -> LTNet:
-        """The network of ``cfg.backbone`` with a ``num_classes``-way classifier."""
-        return build_network(self.cfg, self.cfg.num_classes, self.data.in_channels,
-                             pretrained=False if self.dry_run else None,
-                             classifier=self.classifier_kind())
-
-    def classifier_kind(self) -> str:
-        """The classifier head to build (key ``classifier``, :func:`config.classifier_kind`)."""
-        return classifier_kind(self.cfg)
-
-    def build_criterion(self) -> ClassCountLoss:
-        """The training loss of the config (``loss`` and the reference flags)."""
-        return build_criterion(self.cfg, self.data.cls_num_list, self.net.classifier)
-
-    def describe_loss(self) -> str:
-        """One line naming the training loss (logs, ``--dry-run``)."""
-        return describe_criterion(self.cfg)
-
-    def build_optimizer(self) -> torch.optim.Optimizer:
-        return build_optimizer(self.cfg, self.net)
-
-    def build_train_loader(self):
-        """The training loader (:func:`datasets.loader.train_loader`)."""
-        return train_loader(self.cfg, self.data, self.device, self.dist.rank,
-                            self.dist.world_size)
-
-    def set_lr(self, epoch: int) -> float:
-        """Set the learning rate of ``epoch`` (0-based) in every group; returns it."""
-        lr = lr_at_epoch(self.cfg, epoch)
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
-        return lr
-
-    def train_mode(self) -> None:
-        """Put the network in training mode (a frozen backbone stays in eval mode)."""
-        self.train_net.train()
-
-    def default_hooks(self) -> List[HookBase]:
-        """The hooks of :data:`engine.hooks.DEFAULT_HOOKS`, in that order (the gradient monitor
-        only with ``grad_stats_freq`` > 0)."""
-        hooks: List[HookBase] = []
-        for kind in DEFAULT_HOOKS:
-            if kind is GradMonitorHook:
-                if self.cfg.grad_stats_freq > 0:
-                    hooks.append(GradMonitorHook(self.cfg.grad_stats_freq))
-            else:
-                hooks.append(kind())
-        return hooks
-
-    def summary(self) -> str:
-        """Data set, class groups, parameter counts and loss: what ``--dry-run`` prints."""
-        cfg, counts, net = self.cfg, self.data.cls_num_list, self.net
-        parts = [f"dataset: {cfg.dataset} ({self.data.name}), {cfg.num_classes} classes, "
-                 f"data_path {cfg.data_path}",
-                 f"training images: {sum(counts)} (largest class {max(counts)}, smallest "
-                 f"{min(counts)}, imbalance ratio {max(counts) / max(min(counts), 1):.1f})",
-                 f"test images: {len(self.data.test)}",
-                 "classes many / medium / few: " + " / ".join(
-                     f"{b - a} [{a}, {b})" for a, b in self.ranges.values()),
-                 f"backbone: {cfg.backbone}, {count_parameters(net.model):,} parameters"]
-        if net.block is not None:
-            parts.append(f"block: {count_parameters(net.block):,} parameters")
-        parts.append(f"classifier: {net.classifier.kind}, "
-                     f"{count_parameters(net.classifier):,} parameters")
-        parts.append(f"loss: {self.describe_loss()}")
-        return "\n".join(parts)
-
     # ------------------------------------------------------------------ set-up
     def resolve_resume(self) -> str:
-        """The checkpoint to resume from ('' for a fresh run), before anything is created."""
-        resume = self.cfg.resume
-        if resume == "auto":
-            cfg = self.cfg
-            resume = comm.broadcast_object(
-                find_latest_checkpoint(cfg.output_dir, cfg.name, cfg.model_dir))
-            if not resume:
-                log.info("resume auto: no earlier run of '%s' under %s; starting fresh",
-                         self.cfg.name, self.cfg.output_dir)
-        elif resume and not os.path.isfile(resume):
-            raise CheckpointError(f"key 'resume': checkpoint not found: {resume}")
-        return resume
+        """The checkpoint to resume from ('' for a fresh run), before anything is created
+        (:func:`engine.checkpointer.resume_path`)."""
+        return resume_path(self.cfg)
 
     def setup(self) -> None:
         """Everything :meth:`train` needs beyond what ``__init__`` built: :meth:`prepare`,
@@ -222,64 +139,10 @@ class Trainer:
             self.hooks.append(h)
 
     def resume_from(self, ckpt: dict, path: str) -> Tuple[Optional[str], str]:
-        """Restore the checkpoint ``ckpt`` (read from ``path``); returns the run folder to
-        continue in (None: a new folder) and a note to log ('' for an exact resume in the
-        checkpoint's own folder).
-
-        * The ``current.pth.tar`` of a run of this config (the same up to
-          :data:`utils.rundir.RESUME_SAFE_KEYS`): exact resume of everything, in its run
-          folder. Another checkpoint of this config (``model_best``, a copy elsewhere): exact
-          resume in a new folder (continuing in the run's folder would rewind its history).
-        * A checkpoint of ours with another config: :meth:`start_from_checkpoint` in a new
-          folder.
-        * A checkpoint without a config (MiSLAS / ARB-Loss): weights, epoch and best Acc@1
-          (:meth:`engine.checkpointer.Checkpointer.restore`), in a new folder.
-
-        The checkpoint's folder is written only in the first case. A network that does not
-        fit, or a checkpoint of a later stage, raises :class:`CheckpointError` (nothing is
-        created).
-        """
-        stage = int(ckpt.get("stage", 1))
-        if stage > self.STAGE:
-            raise CheckpointError(f"{path} is a stage-{stage} checkpoint; continue it with "
-                                  f"train_stage{stage}.py (train_stage{self.STAGE}.py resumes "
-                                  f"stage-{self.STAGE} checkpoints)")
-        saved = ckpt.get("config")
-        if not isinstance(saved, str):
-            self.checkpointer.restore(ckpt, path)
-            return None, (f"resumed from {path} at epoch {self.state.epoch}: a checkpoint "
-                          "without a config (MiSLAS / ARB-Loss), continued in a new run "
-                          "folder")
-        try:
-            differs = config_differences(cfg_from_yaml_string(saved), self.cfg)
-        except ConfigError as e:
-            differs = [f"(its stored config is not readable: {one_line(str(e))})"]
-        origin = run_folder_of_checkpoint(path, self.cfg)
-        where = origin or os.path.dirname(os.path.abspath(path))
-        if not differs:
-            self.checkpointer.restore(ckpt, path)
-            if origin is None or os.path.basename(path) == "current.pth.tar":
-                return origin, ""
-            return None, (f"resumed from {path} at epoch {self.state.epoch}: not the newest "
-                          f"checkpoint of its run (current.pth.tar), so the run continues in "
-                          f"a new run folder; its folder {where} is left untouched")
-        self.start_from_checkpoint(ckpt, path)
-        shown = ", ".join(differs[:6]) + (f" (+{len(differs) - 6} more)"
-                                          if len(differs) > 6 else "")
-        return None, (f"{path} is a checkpoint of another config (differs in: {shown}): "
-                      f"starting a new run from its weights at epoch {self.state.epoch}; "
-                      f"its folder {where} is left untouched")
-
-    def start_from_checkpoint(self, ckpt: dict, path: str) -> None:
-        """Start a new run (in a new folder) from a checkpoint of another config: its network
-        weights, the optimiser / loss-scaler state where it fits (momentum buffers; the
-        hyper-parameters stay this config's), and its epoch counter (training goes on from
-        the epoch after its last complete one). The random streams start from this config's
-        seed and the best Acc@1 from 0 (the new folder's model_best is one of its own). (Stage
-        2 starts from a stage-1 checkpoint without this: see
-        :meth:`engine.stage2.Stage2Trainer.resolve_resume`.)"""
-        self.checkpointer.restore_weights(ckpt, path)
-        self.state.epoch = int(ckpt.get("epoch", 0))
+        """Restore ``ckpt`` (read from ``path``) by the resume policy of
+        :func:`engine.checkpointer.resume_checkpoint`; returns the run folder to continue in
+        (None: a new folder) and a note to log."""
+        return resume_checkpoint(self.checkpointer, self.cfg, self.STAGE, ckpt, path)
 
     def prepare(self) -> None:
         """The network on its device (wrapped for DDP / compile), loss, optimiser, scaler,
@@ -357,21 +220,8 @@ class Trainer:
                 f" resume {shlex.quote(self.run_dir.current)}")
 
     def _log_to_file(self, message: str) -> None:
-        """An ERROR record in the run's text log only (the script prints the error itself
-        on stderr). Another rank appends it there too, marked with its rank: an error of rank
-        1 (a corrupt image in its share) would otherwise be only in that rank's stderr, and
-        the log would show rank 0 stopped by the launcher's SIGTERM without a reason."""
-        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, (), None)
-        if self.log_file is not None:
-            self.log_file.handle(record)
-        elif self.dist.rank > 0 and self.run_dir is not None:
-            record.msg = f"rank {self.dist.rank}: {message}"
-            try:
-                handler = file_handler(self.run_dir.log_file)  # appends one short line
-            except OSError:
-                return  # the error itself still reaches stderr
-            handler.handle(record)
-            handler.close()
+        """An ERROR record of ``message`` in the run's text log (:func:`log_error_to_run`)."""
+        log_error_to_run(message, self.log_file, self.dist.rank, self.run_dir)
 
     def close(self) -> None:
         """Stop the loaders' worker processes, close TensorBoard and the run's text log, and
@@ -404,86 +254,79 @@ class Trainer:
 
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:
         """One pass over the training loader (from ``state.iteration`` when resuming inside
-        the epoch); returns the mean train loss and top-1 accuracy (percent) over all ranks.
+        the epoch), one :meth:`run_step` a batch; returns the mean train loss and top-1
+        accuracy (percent) over all ranks.
 
         Per-step losses stay on the device and are checked for NaN / Inf every
         ``print_freq`` steps, so there is no host-device synchronisation per step.
         """
-        cfg, device, criterion = self.cfg, self.device, self.criterion
         loader = self.train_loader
         loader.sampler.set_epoch(epoch)
         # before the first step of every epoch, also the first after a resume (DRW switches on
         # by epoch)
-        criterion.set_epoch(epoch)
+        self.criterion.set_epoch(epoch)
         start = self.state.iteration
         loader.sampler.start = start * loader.batch_size
         self.train_mode()
-        n_steps = start + len(loader)
-        losses = torch.zeros(n_steps, device=device)
-        sizes = torch.zeros(n_steps, device=device)
-        if start and self.cut.losses:  # resuming inside this epoch: the steps already taken
-            losses[:start] = torch.tensor(self.cut.losses, device=device)
-            sizes[:start] = torch.tensor(self.cut.counts, device=device)
-        correct = torch.full((), float(self.cut.correct if start else 0.0), device=device)
-        progress = _Progress(self, epoch, n_steps, start)
+        tally = _EpochTally(start + len(loader), start, self.cut, self.device)
+        progress = _Progress(self, epoch, tally.n_steps, start)
         i, checked = start - 1, start
         for i, (x, y) in enumerate(loader, start=start):
             progress.got_batch(y.shape[0])
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            if cfg.channels_last and device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            if self.mix is not None:
-                x, y_a, y_b, lam = self.mix(x, y, self.streams.numpy, self.streams.torch)
-            else:
-                y_a, y_b, lam = y, y, 1.0
-            cnt = criterion.counts_for(y_a, cfg.num_classes)
-            global_step = epoch * n_steps + i
-            want_features = (criterion.needs_features
-                             or any(h.wants_features(global_step) for h in self.hooks))
-            feats = None
-            with self.autocast():
-                if want_features:
-                    out, feats = self.train_net(x, return_features=True)
-                else:
-                    out = self.train_net(x)
-            loss = mixup_criterion(criterion, out.float(), y_a, y_b, lam, cnt, feats)
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.optimizer.step()
-            losses[i] = loss.detach()
-            sizes[i] = y.shape[0]
-            correct += (out.detach().argmax(1) == y).sum()
-            step = Step(epoch, i, global_step, out.detach(),
-                        None if feats is None else feats.detach(), y_a,
-                        y_b if lam != 1.0 else None, lam, cnt)
+            step = self.run_step(x, y, epoch, i, epoch * tally.n_steps + i)
+            tally.add(i, step.loss, y.shape[0], step.logits, step.y_true)
             for h in self.hooks:
                 h.after_step(step)
-            if (i + 1) % cfg.print_freq == 0 or i == n_steps - 1:
-                _check_finite(losses, checked, i + 1, epoch)
+            if (i + 1) % self.cfg.print_freq == 0 or i == tally.n_steps - 1:
+                _check_finite(tally.losses, checked, i + 1, epoch)
                 checked = i + 1
-                progress.log(i, losses[i])
+                progress.log(i, tally.losses[i])
             if self.stop.any_rank():
-                _check_finite(losses, checked, i + 1, epoch)
-                self.cut.losses = losses[:i + 1].tolist()
-                self.cut.counts = sizes[:i + 1].tolist()
-                self.cut.correct = float(correct)
+                _check_finite(tally.losses, checked, i + 1, epoch)
+                tally.cut_at(i + 1, self.cut)
                 self.state.iteration = i + 1
                 raise Interrupted()
             progress.step_done()
-        _check_finite(losses, checked, i + 1, epoch)
-        stats = torch.tensor([float(sizes.double().sum()),
-                              float((losses.double() * sizes.double()).sum()), float(correct)],
-                             dtype=torch.float64, device=device)
-        seen, loss_sum, corr = comm.all_reduce_sum(stats).tolist()
+        _check_finite(tally.losses, checked, i + 1, epoch)
         self.cut.clear()
         self.state.iteration = 0
-        return {"train_loss": loss_sum / max(seen, 1), "train_acc1": 100.0 * corr / max(seen, 1)}
+        return tally.reduce()
+
+    def run_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, iteration: int,
+                 global_step: int) -> Step:
+        """One optimiser step on the batch (x, y): batch mixing, the loss's class counts,
+        forward (the classifier's input too when the loss or a hook wants it), loss, backward,
+        update. Returns what the step saw (detached) for the hooks."""
+        cfg, device, criterion = self.cfg, self.device, self.criterion
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        if cfg.channels_last and device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.mix is not None:
+            x, y_a, y_b, lam = self.mix(x, y, self.streams.numpy, self.streams.torch)
+        else:
+            y_a, y_b, lam = y, y, 1.0
+        cnt = criterion.counts_for(y_a, cfg.num_classes)
+        want_features = (criterion.needs_features
+                         or any(h.wants_features(global_step) for h in self.hooks))
+        feats = None
+        with self.autocast():
+            if want_features:
+                out, feats = self.train_net(x, return_features=True)
+            else:
+                out = self.train_net(x)
+        loss = mixup_criterion(criterion, out.float(), y_a, y_b, lam, cnt, feats)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return Step(epoch, iteration, global_step, out.detach(),
+                    None if feats is None else feats.detach(), y_a,
+                    y_b if lam != 1.0 else None, lam, cnt, loss=loss.detach(), y_true=y)
 
     def evaluate(self) -> dict:
         """Metrics of the current network on the test set (every rank gets them)."""
@@ -530,13 +373,41 @@ class _Position(HookBase):
         return "before the first epoch" if self.phase == "start" else "after the last epoch"
 
 
-def build_optimizer(cfg, net: LTNet) -> torch.optim.Optimizer:
-    """SGD with one parameter group per trainable part (backbone, block, classifier), as the
-    reference; the trainer sets ``lr`` every epoch."""
-    groups = [{"params": [p for p in m.parameters() if p.requires_grad]}
-              for m in net.parts().values()]
-    return torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr,
-                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+class _EpochTally:
+    """The per-step losses, batch sizes and correct predictions of one epoch, on the device
+    (with the steps an interrupted epoch already took, from ``cut``)."""
+
+    def __init__(self, n_steps: int, start: int, cut: CutEpoch, device: torch.device):
+        self.n_steps = n_steps
+        self.losses = torch.zeros(n_steps, device=device)
+        self.sizes = torch.zeros(n_steps, device=device)
+        if start and cut.losses:  # resuming inside this epoch: the steps already taken
+            self.losses[:start] = torch.tensor(cut.losses, device=device)
+            self.sizes[:start] = torch.tensor(cut.counts, device=device)
+        self.correct = torch.full((), float(cut.correct if start else 0.0), device=device)
+
+    def add(self, i: int, loss: torch.Tensor, size: int, logits: torch.Tensor,
+            y: torch.Tensor) -> None:
+        self.losses[i] = loss
+        self.sizes[i] = size
+        self.correct += (logits.argmax(1) == y).sum()
+
+    def cut_at(self, steps: int, cut: CutEpoch) -> None:
+        """Keep the first ``steps`` steps in ``cut`` (saved with an interrupted epoch)."""
+        cut.losses = self.losses[:steps].tolist()
+        cut.counts = self.sizes[:steps].tolist()
+        cut.correct = float(self.correct)
+
+    def reduce(self) -> Dict[str, float]:
+        """Mean loss and top-1 accuracy (percent) over every rank's samples."""
+        stats = torch.tensor([float(self.sizes.double().sum()),
+                              float((self.losses.double() * self.sizes.double()).sum()),
+                              float(self.correct)], dtype=torch.float64,
+                             device=self.losses.device)
+        seen, loss_sum, corr = comm.all_reduce_sum(stats).tolist()
+        return {"train_loss": loss_sum / max(seen, 1), "train_acc1": 100.0 * corr / max(seen, 1)}
 
 
 class _Progress:
@@ -578,3 +449,22 @@ def _check_finite(losses: torch.Tensor, a: int, b: int, epoch: int) -> None:
     if bool(bad.any()):
         first = int(bad.nonzero()[0])
         raise NonFiniteLoss(epoch, a + first, float(window[first]))
+
+
+def log_error_to_run(message: str, log_file: Optional[logging.Handler], rank: int,
+                     run_dir: Optional[RunDir]) -> None:
+    """An ERROR record in the run's text log only (the script prints the error itself on
+    stderr). Another rank appends it there too, marked with its rank: an error of rank 1 (a
+    corrupt image in its share) would otherwise be only in that rank's stderr, and the log
+    would show rank 0 stopped by the launcher's SIGTERM without a reason."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, (), None)
+    if log_file is not None:
+        log_file.handle(record)
+    elif rank > 0 and run_dir is not None:
+        record.msg = f"rank {rank}: {message}"
+        try:
+            handler = file_handler(run_dir.log_file)  # appends one short line
+        except OSError:
+            return  # the error itself still reaches stderr
+        handler.handle(record)
+        handler.close()

@@ -148,3 +148,16 @@ def test_the_default_hooks_run_in_the_declared_order():
 def test_the_hooks_do_not_import_the_trainer():
     """No import circle, not even for type annotations."""
     assert "engine.trainer" not in imports(os.path.join(ROOT, "engine", "hooks.py"))
+
+
+def test_engine_functions_and_classes_stay_small():
+    """No function in engine/ over 60 lines, no class over 300 (docstrings included): a
+    newcomer reads one concept at a time."""
+    big = []
+    for path in glob.glob(os.path.join(ROOT, "engine", "*.py")):
+        for node in ast.walk(ast.parse(open(path).read())):
+            size = getattr(node, "end_lineno", 0) - getattr(node, "lineno", 0) + 1
+            if ((isinstance(node, ast.ClassDef) and size > 300)
+                    or (isinstance(node, ast.FunctionDef) and size > 60)):
+                big.append(f"{os.path.basename(path)}:{node.name} ({size} lines)")
+    assert big == []

@@ -8,7 +8,7 @@ import torchvision
 from torchvision.models import resnet as tv_resnet
 
 from config import get_cfg_defaults
-from engine.trainer import build_optimizer
+from engine.parts import build_optimizer
 from models import BACKBONES, LTNet, build_network, count_parameters, resnet_places
 from models.heads import PooledClassifier
 from models.resnet import ResNetFE, build_resnet
