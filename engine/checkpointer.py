@@ -23,10 +23,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import torch
 
 from config import cfg_from_yaml_string
+from config.resume import config_differences
 from utils import comm
 from utils.checkpoint import load_network_state, network_state, save_checkpoint
 from utils.errors import CheckpointError, ConfigError, one_line
-from utils.rundir import config_differences, find_latest_checkpoint, run_folder_of_checkpoint
+from utils.rundir import find_latest_checkpoint, run_folder_of_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def resume_checkpoint(checkpointer: Checkpointer, cfg, stage: int, ckpt: dict,
     exact resume in the checkpoint's own folder).
 
     * The ``current.pth.tar`` of a run of this config (the same up to
-      :data:`utils.rundir.RESUME_SAFE_KEYS`): exact resume of everything, in its run folder.
+      :data:`config.resume.RESUME_SAFE_KEYS`): exact resume of everything, in its run folder.
       Another checkpoint of this config (``model_best``, a copy elsewhere): exact resume in a
       new folder (continuing in the run's folder would rewind its history).
     * A checkpoint of ours with another config: :func:`start_from_checkpoint` in a new folder.
@@ -207,7 +208,7 @@ def resume_checkpoint(checkpointer: Checkpointer, cfg, stage: int, ckpt: dict,
         differs = config_differences(cfg_from_yaml_string(saved), cfg)
     except ConfigError as e:
         differs = [f"(its stored config is not readable: {one_line(str(e))})"]
-    origin = run_folder_of_checkpoint(path, cfg)
+    origin = run_folder_of_checkpoint(path, cfg.name, cfg.log_dir, cfg.model_dir)
     where = origin or os.path.dirname(os.path.abspath(path))
     if not differs:
         checkpointer.restore(ckpt, path)

@@ -25,7 +25,9 @@ def distributed_session(cfg, local_rank: Optional[int] = None) -> Iterator[comm.
     loader workers are stopped and the process group is destroyed, so the process exits."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     setup_logging(int(os.environ.get("RANK", "0")))
-    info = comm.init_distributed(cfg, local_rank)
+    settings = comm.DistSettings(cfg.device, cfg.gpu, cfg.world_size, cfg.rank, cfg.dist_url,
+                                 cfg.dist_backend)
+    info = comm.init_distributed(settings, local_rank)
     setup_logging(info.rank)
     try:
         yield info

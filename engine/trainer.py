@@ -117,7 +117,9 @@ class Trainer(RunParts):
                                   f"at epoch {self.state.epoch} already: a new run from it "
                                   "would train nothing; set num_epochs above "
                                   f"{self.state.epoch}")
-        self.run_dir = RunDir.for_training(self.cfg, continue_in, self.state.epoch)
+        cfg = self.cfg
+        self.run_dir = RunDir.for_training(cfg.output_dir, cfg.name, cfg.log_dir, cfg.model_dir,
+                                           continue_in, self.state.epoch)
         if comm.is_main_process():
             self.log_file = add_log_file(self.run_dir.log_file)
             log.info("run folder: %s", self.run_dir.path)

@@ -14,6 +14,7 @@ import torch
 
 import engine.trainer
 from config import get_cfg_defaults, load_config
+from config.resume import RESUME_SAFE_KEYS, config_differences
 from engine import HookBase, commands
 from engine.checkpointer import own_rank_entry
 from tests.conftest import (
@@ -30,7 +31,7 @@ from tests.conftest import (
 )
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import EXIT_NONFINITE, CheckpointError, RunError
-from utils.rundir import RESUME_SAFE_KEYS, RunLock, config_differences
+from utils.rundir import RunLock
 
 MIX = ["mixup", "True", "print_freq", "3"]
 

@@ -161,3 +161,15 @@ def test_engine_functions_and_classes_stay_small():
                     or (isinstance(node, ast.FunctionDef) and size > 60)):
                 big.append(f"{os.path.basename(path)}:{node.name} ({size} lines)")
     assert big == []
+
+
+def test_utils_take_no_config():
+    """utils/ is below config/: its functions take the few values they need, never a cfg."""
+    wrong = []
+    for path in glob.glob(os.path.join(ROOT, "utils", "*.py")):
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names = [a.arg for a in node.args.args + node.args.kwonlyargs]
+                if "cfg" in names or "config" in names:
+                    wrong.append(f"{os.path.basename(path)}:{node.name}")
+    assert wrong == []

@@ -126,19 +126,34 @@ class DistInfo:
     backend: Optional[str] = None
 
 
-def _choose_device(cfg: Any, local_rank: int) -> torch.device:
-    want = cfg.device
+@dataclass(frozen=True)
+class DistSettings:
+    """What the process group and the device are chosen from (the config keys of the same
+    names): ``device`` auto | cpu | cuda, ``gpu`` (single process), and the manual set-up
+    ``world_size`` / ``rank`` / ``dist_url``, ``dist_backend``."""
+
+    device: str = "auto"
+    gpu: Optional[int] = 0
+    world_size: int = -1
+    rank: int = -1
+    dist_url: str = "env://"
+    dist_backend: str = "nccl"
+
+
+def _choose_device(settings: DistSettings, local_rank: int) -> torch.device:
+    want = settings.device
     if want == "cuda" and not torch.cuda.is_available():
         raise ConfigError("key 'device' is 'cuda' but no CUDA device is available; "
                           "accepted here: auto, cpu")
     if want == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
-    index = local_rank if local_rank >= 0 else (cfg.gpu if isinstance(cfg.gpu, int) else 0)
+    gpu = settings.gpu if isinstance(settings.gpu, int) else 0
+    index = local_rank if local_rank >= 0 else gpu
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
 
 
-def init_distributed(cfg: Any, local_rank_arg: Optional[int] = None,
+def init_distributed(settings: DistSettings, local_rank_arg: Optional[int] = None,
                      timeout_min: float = 30.0) -> DistInfo:
     """Initialise torch.distributed from a launcher's environment (torchrun,
     ``python -m torch.distributed.launch``) or from the yaml keys ``world_size``, ``rank``,
@@ -152,24 +167,24 @@ def init_distributed(cfg: Any, local_rank_arg: Optional[int] = None,
     if launched:
         world, rank = env_world, int(os.environ["RANK"])
         init_method = "env://"
-        if cfg.world_size not in (-1, env_world):
+        if settings.world_size not in (-1, env_world):
             log.warning("config world_size=%d differs from the launcher's %d processes; "
-                        "using the launcher's", cfg.world_size, env_world)
-    elif cfg.world_size > 1 and cfg.dist_url != "env://":
-        world, rank, init_method = cfg.world_size, cfg.rank, cfg.dist_url
+                        "using the launcher's", settings.world_size, env_world)
+    elif settings.world_size > 1 and settings.dist_url != "env://":
+        world, rank, init_method = settings.world_size, settings.rank, settings.dist_url
         if not 0 <= rank < world:
             raise ConfigError(f"key 'rank' is {rank}; accepted: 0 .. world_size-1 "
                               f"({world - 1}) for a manual distributed set-up")
         if local_rank < 0:
             local_rank = rank % max(torch.cuda.device_count(), 1)
     else:
-        device = _choose_device(cfg, -1)
+        device = _choose_device(settings, -1)
         return DistInfo(False, 0, 1, 0, device)
 
-    device = _choose_device(cfg, local_rank)
-    backend = cfg.dist_backend if device.type == "cuda" else "gloo"
-    if device.type != "cuda" and cfg.dist_backend != "gloo":
-        log.info("no CUDA device: using the gloo backend instead of %s", cfg.dist_backend)
+    device = _choose_device(settings, local_rank)
+    backend = settings.dist_backend if device.type == "cuda" else "gloo"
+    if device.type != "cuda" and settings.dist_backend != "gloo":
+        log.info("no CUDA device: using the gloo backend instead of %s", settings.dist_backend)
     dist.init_process_group(backend=backend, init_method=init_method, world_size=world,
                             rank=rank, timeout=datetime.timedelta(minutes=timeout_min))
     log.info("distributed: rank %d of %d, backend %s, device %s", rank, world, backend, device)

@@ -8,8 +8,11 @@ A run folder belongs to one run of one config:
   config while the first runs) stops with one line and touches nothing. The operating system
   releases the lock whenever the holder ends, however it ends; the file itself may stay.
 * resuming continues in the checkpoint's folder only when the config is the same up to
-  :data:`RESUME_SAFE_KEYS` (:func:`config_differences`); otherwise the trainer starts a new
-  folder, and the checkpoint's folder is never written.
+  ``config.resume.RESUME_SAFE_KEYS``; otherwise the trainer starts a new folder, and the
+  checkpoint's folder is never written.
+
+Nothing here reads a config: the callers pass the few values (output_dir, name, log_dir,
+model_dir) it needs.
 """
 from __future__ import annotations
 
@@ -39,65 +42,6 @@ LOCK_FILE = ".lock"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 
-# The resume-safe keys: a run resumed with other values of these is still the same run and
-# continues in its folder. Each only says where files are, how the work is spread over
-# processes, devices and kernels, or how often progress is printed, evaluated and analysed;
-# none changes the data a step sees, the network, the loss, the optimiser, the schedule or the
-# seed:
-#   which checkpoint and how to read it: resume, legacy_checkpoint
-#   where things are: output_dir, data_path, download, pretrained_path (read only when a
-#     network is built fresh; a resumed run takes every weight from the checkpoint)
-#   processes and hardware: workers (every sample's augmentation is seeded by its index and
-#     epoch, not by the worker), device, gpu, world_size, rank, dist_url, dist_backend,
-#     distributed, multiprocessing_distributed; kernels: deterministic, channels_last,
-#     compile, imagelist_decode (the same JPEG decoded on the CPU or the GPU)
-#   reporting: print_freq, eval_freq, test_batch_size, nc_freq, plot_freq, grad_stats_freq
-# ``num_epochs`` may also grow (a run extended). Every other key is part of the run (a
-# hyper-parameter, the data set or its lists, the sampler, the seed, mixed precision and the
-# data pipelines, which change the numbers, the post-hoc evaluation keys, which change the
-# metrics that pick model_best, and the run's name and folder layout): a checkpoint resumed
-# with another value starts a new run folder.
-RESUME_SAFE_KEYS = frozenset([
-    "resume", "legacy_checkpoint",
-    "output_dir", "data_path", "download", "pretrained_path",
-    "workers", "device", "gpu", "world_size", "rank", "dist_url", "dist_backend",
-    "distributed", "multiprocessing_distributed",
-    "deterministic", "channels_last", "compile", "imagelist_decode",
-    "print_freq", "eval_freq", "test_batch_size", "nc_freq", "plot_freq", "grad_stats_freq",
-])
-
-
-def _plain(v: Any) -> Any:
-    """Lists and tuples compare as lists (yaml gives lists, overrides may give tuples)."""
-    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
-
-
-def schedule_spans_num_epochs(cfg) -> bool:
-    """Whether the learning rate of an epoch depends on ``num_epochs``: the cosine schedule
-    (``cos``) and stage 2 (always cosine). The step schedule does not: a run on it may be
-    extended in its own folder."""
-    return bool(cfg.cos) or cfg.mode == "stage2"
-
-
-def config_differences(saved, cfg) -> List[str]:
-    """``key old -> new`` for every key of ``cfg`` whose value differs from the ``saved``
-    config (both config nodes), ignoring :data:`RESUME_SAFE_KEYS` and a larger
-    ``num_epochs`` on a schedule that does not depend on it (:func:`schedule_spans_num_epochs`:
-    more epochs on a cosine schedule re-spread the past epochs' learning rates, so that is
-    another run); [] when ``cfg`` continues the saved run."""
-    out = []
-    for key in cfg:
-        if key in RESUME_SAFE_KEYS:
-            continue
-        old, new = _plain(saved.get(key)), _plain(cfg[key])
-        if (key == "num_epochs" and isinstance(old, int) and new >= old
-                and not schedule_spans_num_epochs(cfg)):
-            continue
-        if old != new:
-            out.append(f"{key} {old!r} -> {new!r}")
-    return out
-
-
 def _unique_folder(root: str, name: str) -> str:
     """Create and return a new folder ``root/name_<stamp>`` (``_2``, ``_3``... if taken)."""
     stamp = time.strftime("%Y%m%d%H%M")
@@ -120,14 +64,15 @@ def _unique_folder(root: str, name: str) -> str:
     raise ConfigError(f"key 'output_dir': too many runs named {name} this minute in {root}")
 
 
-def run_folder_of_checkpoint(path: str, cfg) -> Optional[str]:
+def run_folder_of_checkpoint(path: str, name: str, log_dir: str = "logs",
+                             model_dir: str = "ckps") -> Optional[str]:
     """The run folder a checkpoint of ours lives in (``<run>/<model_dir>/x.pth.tar``, the run
-    having its metrics, text log or lock file: also a run stopped before its first metrics
-    row), else None."""
+    having its metrics, text log (``<log_dir>/<name>.txt``) or lock file: also a run stopped
+    before its first metrics row), else None."""
     ckpt_dir = os.path.dirname(os.path.abspath(path))
     run = os.path.dirname(ckpt_dir)
-    marks = ("metrics.jsonl", os.path.join(cfg.log_dir, f"{cfg.name}.txt"), LOCK_FILE)
-    if (os.path.basename(ckpt_dir) == cfg.model_dir and
+    marks = (METRICS_FILE, os.path.join(log_dir, f"{name}.txt"), LOCK_FILE)
+    if (os.path.basename(ckpt_dir) == model_dir and
             any(os.path.isfile(os.path.join(run, m)) for m in marks)):
         return run
     return None
@@ -217,12 +162,12 @@ def check_writable(run: str, folders: List[str]) -> None:
 class RunDir:
     """Paths of one run and its rank-0 writers."""
 
-    def __init__(self, path: str, cfg):
+    def __init__(self, path: str, name: str, log_dir: str = "logs", model_dir: str = "ckps"):
         self.path = path
-        self.name = cfg.name
-        self.log_dir = os.path.join(path, cfg.log_dir)
-        self.ckpt_dir = os.path.join(path, cfg.model_dir)
-        self.log_file = os.path.join(self.log_dir, f"{cfg.name}.txt")
+        self.name = name
+        self.log_dir = os.path.join(path, log_dir)
+        self.ckpt_dir = os.path.join(path, model_dir)
+        self.log_file = os.path.join(self.log_dir, f"{name}.txt")
         self.current = os.path.join(self.ckpt_dir, "current.pth.tar")
         self.best = os.path.join(self.ckpt_dir, "model_best.pth.tar")
         self.metrics_file = os.path.join(path, METRICS_FILE)
@@ -232,27 +177,28 @@ class RunDir:
         self.created = False  # made by this process (not a resumed run's folder)
 
     @classmethod
-    def for_training(cls, cfg, continue_in: Optional[str] = None,
+    def for_training(cls, output_dir: str, name: str, log_dir: str = "logs",
+                     model_dir: str = "ckps", continue_in: Optional[str] = None,
                      resumed_epoch: int = 0) -> "RunDir":
         """Rank 0 takes the run's folder and locks it (:class:`RunLock`): ``continue_in``, the
         folder of the run being resumed (checked writable, its metrics.jsonl cut back to the
-        checkpoint's epoch), else a new folder. Every rank gets the RunDir, or the same
-        one-line error (nothing is written then)."""
+        checkpoint's epoch), else a new folder ``<output_dir>/<name>_<stamp>``. Every rank gets
+        the RunDir, or the same one-line error (nothing is written then)."""
         path, error, lock = None, None, None
         if comm.is_main_process():
             try:
                 if continue_in:
                     path = continue_in
                     check_writable(path, [path] + [os.path.join(path, sub) for sub in
-                                                   (cfg.log_dir, cfg.model_dir)])
+                                                   (log_dir, model_dir)])
                     lock = RunLock(path)
                     lock.acquire()
-                    cls(path, cfg).truncate_metrics(resumed_epoch)
+                    cls(path, name, log_dir, model_dir).truncate_metrics(resumed_epoch)
                 else:
-                    path = _unique_folder(cfg.output_dir, cfg.name)
+                    path = _unique_folder(output_dir, name)
                     lock = RunLock(path)
                     lock.acquire()
-                for sub in (cfg.log_dir, cfg.model_dir):
+                for sub in (log_dir, model_dir):
                     os.makedirs(os.path.join(path, sub), exist_ok=True)
             except UserError as e:
                 if lock is not None:
@@ -265,7 +211,7 @@ class RunDir:
         path, error = comm.broadcast_object((path, error))
         if error is not None:
             raise error
-        run = cls(path, cfg)
+        run = cls(path, name, log_dir, model_dir)
         run.lock = lock
         run.created = not continue_in
         return run
