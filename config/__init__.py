@@ -29,9 +29,9 @@ from config.defaults import get_cfg_defaults
 from utils.errors import ConfigError
 
 __all__ = ["get_cfg_defaults", "load_config", "cfg_to_yaml", "cfg_from_yaml_string",
-           "mixup_enabled", "classifier_kind", "validate", "check_value", "accepted_values",
-           "check_class_ranges",
-           "IMAGE_LIST_DATASETS", "STAGE2_KEYS", "CLASS_RANGE_KEYS", "RANGE_PLACEHOLDER"]
+           "mixup_enabled", "classifier_kind", "check_loss", "ARB_FLAGS", "validate", "check_value",
+           "accepted_values", "check_class_ranges", "IMAGE_LIST_DATASETS", "STAGE2_KEYS",
+           "CLASS_RANGE_KEYS", "RANGE_PLACEHOLDER"]
 
 _CHOICES = {
     "imb_type": ("exp", "step"),
@@ -147,6 +147,12 @@ _RULES: Dict[str, _Rule] = {
                         "(0.1, 0.01, ...)", lambda v: all(x > 0 for x in v)),
     "dr_reg_lambda": _at_least(0, "a number"),
     "randaugment_n": _at_least(1),
+    "focal_gamma": _at_least(0, "a number"),
+    "cb_beta": _interval(0, 1, high_open=True),
+    "label_smoothing": _interval(0, 1),
+    "ldam_max_m": _above(0),
+    "ldam_s": _above(0),
+    "drw_epoch": _Rule("an integer >= 0 (0 = no deferred re-weighting)", lambda v: v >= 0),
     "randaugment_m": _interval(0, 30, "an integer"),
     "cutmix_alpha": _at_least(0, "a number"),
 }
@@ -404,8 +410,45 @@ def validate(cfg: CN, stage: Optional[int] = 1) -> None:
                           "or '\\' (runs go to <output_dir>/<name>_<YYYYmmddHHMM>)")
     check_class_ranges(cfg)
     _check_schedule(cfg)
+    check_loss(cfg)
     _check_classifier(cfg)
     _check_augmentation(cfg)
+
+
+# The flags of the published code that select ARB-Loss (or one of its variants).
+ARB_FLAGS = ("arbloss", "warbloss", "arbloss_fl", "arb_loss_use_global_class_cnt")
+LAS_LOSSES = ("ce", "arb")  # label-aware smoothing works with these (as published)
+DRW_LOSSES = ("ce", "ldam")  # deferred re-weighting (LDAM-DRW) with these
+
+
+def check_loss(cfg: CN) -> str:
+    """The loss a config selects (``loss``; ``auto``: ARB-Loss when a published ARB flag is on,
+    else cross-entropy), checked against the other loss keys (:class:`ConfigError` with one
+    line naming the key): another loss with an ARB flag on, LAS with a loss other than ce / arb,
+    DRW with a loss other than ce / ldam or with LAS."""
+    name = cfg.loss
+    if name == "auto":
+        name = "arb" if (cfg.arbloss or cfg.warbloss or cfg.arbloss_fl) else "ce"
+    elif name not in _CHOICES["loss"]:
+        raise ConfigError(f"key 'loss' is {name!r}; accepted: {accepted_values('loss')}")
+    elif name != "arb":
+        flags = [f for f in ARB_FLAGS if cfg[f]]
+        if flags:
+            raise ConfigError(f"key 'loss' is {name!r} but {', '.join(flags)} "
+                              f"{'is' if len(flags) == 1 else 'are'} True (ARB-Loss flags); "
+                              "set them False, or use loss arb")
+    if cfg.LAS and name not in LAS_LOSSES:
+        raise ConfigError(f"LAS: True (label-aware smoothing) works with loss ce or arb, "
+                          f"not {name!r}")
+    if cfg.drw_epoch > 0:
+        if name not in DRW_LOSSES:
+            raise ConfigError(f"key 'drw_epoch' is {cfg.drw_epoch} (deferred re-weighting) "
+                              f"but loss is {name!r}; accepted with loss "
+                              + " or ".join(DRW_LOSSES))
+        if cfg.LAS:
+            raise ConfigError("key 'drw_epoch' > 0 (deferred re-weighting) does not combine "
+                              "with LAS: True")
+    return name
 
 
 # The data sets that have a per-image augmentation policy (AutoAugment / RandAugment): those

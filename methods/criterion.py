@@ -21,16 +21,12 @@ import logging
 from typing import Callable, Dict, Sequence
 
 import methods.losses as losses
-from config import mixup_enabled
+from config import check_loss, mixup_enabled
 from methods.las import LabelAwareSmoothing
 from utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# The flags of the published code that select ARB-Loss (or one of its variants).
-ARB_FLAGS = ("arbloss", "warbloss", "arbloss_fl", "arb_loss_use_global_class_cnt")
-LAS_LOSSES = ("ce", "arb")
-DRW_LOSSES = ("ce", "ldam")
 
 Builder = Callable[..., losses.ClassCountLoss]
 
@@ -121,51 +117,9 @@ _DESCRIPTIONS: Dict[str, Callable[..., str]] = {
 
 
 def resolve_loss(cfg) -> str:
-    """The loss a config selects (a key of :data:`LOSS_BUILDERS`), checked against the other
-    loss keys (:class:`ConfigError` with one line naming the key)."""
-    name = cfg.loss
-    if name == "auto":
-        name = "arb" if (cfg.arbloss or cfg.warbloss or cfg.arbloss_fl) else "ce"
-    elif name not in LOSS_BUILDERS:
-        raise ConfigError(f"key 'loss' is {name!r}; accepted: auto, "
-                          + ", ".join(LOSS_BUILDERS))
-    elif name != "arb":
-        flags = [f for f in ARB_FLAGS if cfg[f]]
-        if flags:
-            raise ConfigError(f"key 'loss' is {name!r} but {', '.join(flags)} "
-                              f"{'is' if len(flags) == 1 else 'are'} True (ARB-Loss flags); "
-                              "set them False, or use loss arb")
-    if cfg.LAS and name not in LAS_LOSSES:
-        raise ConfigError(f"LAS: True (label-aware smoothing) works with loss ce or arb, "
-                          f"not {name!r}")
-    if cfg.drw_epoch < 0:
-        raise ConfigError(f"key 'drw_epoch' is {cfg.drw_epoch}; accepted: an integer >= 0 "
-                          "(0 = no deferred re-weighting)")
-    if cfg.drw_epoch > 0:
-        if name not in DRW_LOSSES:
-            raise ConfigError(f"key 'drw_epoch' is {cfg.drw_epoch} (deferred re-weighting) "
-                              f"but loss is {name!r}; accepted with loss "
-                              + " or ".join(DRW_LOSSES))
-        if cfg.LAS:
-            raise ConfigError("key 'drw_epoch' > 0 (deferred re-weighting) does not combine "
-                              "with LAS: True")
-    _check_ranges(cfg)
-    return name
-
-
-def _check_ranges(cfg) -> None:
-    checks = (
-        ("focal_gamma", cfg.focal_gamma >= 0, "a number >= 0"),
-        ("cb_beta", 0 <= cfg.cb_beta < 1, "a number in [0, 1)"),
-        ("label_smoothing", 0 <= cfg.label_smoothing <= 1, "a number in [0, 1]"),
-        ("ldam_max_m", cfg.ldam_max_m > 0, "a number > 0"),
-        ("ldam_s", cfg.ldam_s > 0, "a number > 0"),
-        ("la_tau", abs(cfg.la_tau) < float("inf"), "a finite number"),
-        ("dr_reg_lambda", cfg.dr_reg_lambda >= 0, "a number >= 0"),
-    )
-    for key, ok, accepted in checks:
-        if not ok:
-            raise ConfigError(f"key '{key}' is {cfg[key]}; accepted: {accepted}")
+    """The loss a config selects (a key of :data:`LOSS_BUILDERS`), its combination with the
+    other loss keys checked where every config check lives (:func:`config.check_loss`)."""
+    return check_loss(cfg)
 
 
 def build_criterion(cfg, cls_num_list: Sequence[int],

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from analysis.grad_monitor import term_coefficients
-from config import get_cfg_defaults, load_config
+from config import get_cfg_defaults, load_config, validate
 from engine import HookBase, commands
 from methods import (
     LOSS_BUILDERS,
@@ -391,11 +391,13 @@ def test_every_published_yaml_selects_the_loss_it_always_did(path):
     ({"loss": "ldam", "ldam_max_m": -0.5}, "key 'ldam_max_m' is -0.5"),
 ])
 def test_contradictions_are_refused_with_one_line(keys, message):
+    """Refused when the config loads (config.validate), so --dry-run refuses them too."""
     cfg = get_cfg_defaults()
+    cfg.num_classes = 10
     for k, v in keys.items():
         cfg[k] = v
     with pytest.raises(ConfigError, match=None) as e:
-        build_criterion(cfg, [5, 3, 1])
+        validate(cfg)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
