@@ -45,6 +45,11 @@ _CHOICES = {
     "loss": ("auto", "ce", "arb", "balanced_softmax", "logit_adjust", "ldam", "focal", "cb",
              "label_smoothing", "dr"),
     "classifier": ("auto", "linear", "cosine", "etf"),
+    # the registries' names (datasets.DATASETS, models.BACKBONES; tested equal)
+    "dataset": ("cifar10", "cifar100", "digits", "imagenet", "ina2018", "places"),
+    "backbone": ("resnet8_fe", "resnet20_fe", "resnet32_fe", "resnet44_fe", "resnet56_fe",
+                 "resnet110_fe", "resnet32_fe_c100", "resnet10_fe", "resnet50_fe",
+                 "resnet101_fe", "resnet152_fe"),
     "cb_base": ("softmax", "focal"),
     "stage2_method": ("mislas", "crt", "lws"),
 }

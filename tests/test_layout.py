@@ -173,3 +173,17 @@ def test_utils_take_no_config():
                 if "cfg" in names or "config" in names:
                     wrong.append(f"{os.path.basename(path)}:{node.name}")
     assert wrong == []
+
+
+def test_the_configs_names_are_the_registries():
+    """Each name a config key accepts has a builder, and each builder a name: the data sets,
+    backbones, losses and samplers."""
+    from config import _CHOICES
+    from datasets import DATASETS
+    from datasets.samplers import SAMPLERS
+    from methods import LOSS_BUILDERS
+    from models import BACKBONES
+    assert set(_CHOICES["dataset"]) == set(DATASETS)
+    assert set(_CHOICES["backbone"]) == set(BACKBONES)
+    assert set(_CHOICES["loss"]) == {"auto", *LOSS_BUILDERS}
+    assert set(_CHOICES["sampler"]) == set(SAMPLERS)
