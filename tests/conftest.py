@@ -1,66 +1,17 @@
-"""Shared fixtures: generated data in the real on-disk formats, and run helpers."""
+"""pytest fixtures (generated CIFAR archives) and the CUDA skip; the shared helpers are in
+tests/fixtures.py."""
 from __future__ import annotations
 
-import json
 import os
-import pickle
-import signal
-import subprocess
 import sys
-import tarfile
-import time
-from typing import List
 
-import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-
-def write_cifar(root: str, name: str, train_per_class: int, test_per_class: int,
-                seed: int = 0, tar: bool = False) -> str:
-    """Write a CIFAR python-version archive layout (random images) under ``root``."""
-    rng = np.random.RandomState(seed)
-    c = 10 if name == "cifar10" else 100
-    folder = "cifar-10-batches-py" if c == 10 else "cifar-100-python"
-    key = "labels" if c == 10 else "fine_labels"
-    out = os.path.join(root, folder)
-    os.makedirs(out, exist_ok=True)
-
-    def batch(per_class):
-        labels = np.repeat(np.arange(c), per_class)
-        rng.shuffle(labels)
-        data = (rng.randint(0, 256, size=(len(labels), 3072), dtype=np.uint8)
-            if len(labels) * 3072 < 5e7 else np.zeros((len(labels), 3072), np.uint8))
-        return data, labels.tolist()
-
-    def dump(fname, data, labels):
-        with open(os.path.join(out, fname), "wb") as f:
-            pickle.dump({b"batch_label": b"x", b"data": data, key.encode(): labels,
-                         b"filenames": [b"f"] * len(labels)}, f, protocol=2)
-
-    data, labels = batch(train_per_class)
-    if c == 10:
-        for i, part in enumerate(np.array_split(np.arange(len(labels)), 5)):
-            dump(f"data_batch_{i + 1}", data[part], [labels[j] for j in part])
-        dump("test_batch", *batch(test_per_class))
-        with open(os.path.join(out, "batches.meta"), "wb") as f:
-            pickle.dump({"label_names": [str(i) for i in range(c)]}, f)
-    else:
-        dump("train", data, labels)
-        dump("test", *batch(test_per_class))
-        with open(os.path.join(out, "meta"), "wb") as f:
-            pickle.dump({"fine_label_names": [str(i) for i in range(c)]}, f)
-    if tar:
-        archive = os.path.join(root, "cifar-10-python.tar.gz" if c == 10
-                               else "cifar-100-python.tar.gz")
-        with tarfile.open(archive, "w:gz") as t:
-            t.add(out, arcname=folder)
-        import shutil
-        shutil.rmtree(out)
-    return root
+from tests.fixtures import write_cifar  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -76,142 +27,6 @@ def full_cifar(tmp_path_factory):
 def small_cifar10(tmp_path_factory):
     root = tmp_path_factory.mktemp("cifar_small")
     return write_cifar(str(root), "cifar10", 60, 10)
-
-
-# Guards against hangs only (a normal run of any command here takes seconds; a loaded 2-core
-# machine needs minutes just to import torch). On expiry the whole process group is killed, so
-# a hung launcher cannot leave workers behind, and the test fails with the output so far.
-HANG_TIMEOUT = 600
-
-
-def child_env(extra=None) -> dict:
-    """Environment of a command started by a test: the repository on the path and gloo on the
-    loopback interface (no network needed). The thread count is inherited: a run compared
-    bit for bit with an in-process one must use the same number of threads."""
-    path = [ROOT] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
-    e = dict(os.environ, PYTHONPATH=os.pathsep.join(path), GLOO_SOCKET_IFNAME="lo")
-    e.update(extra or {})
-    return e
-
-
-def start(args: List[str], env=None, cwd: str = ROOT, merge: bool = True) -> subprocess.Popen:
-    """Start a command in its own process group (stderr merged into stdout if ``merge``)."""
-    return subprocess.Popen(args, cwd=cwd, env=child_env(env), text=True,
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT if merge else subprocess.PIPE,
-                            start_new_session=True)
-
-
-def descendants(pid: int) -> List[int]:
-    """Every process below ``pid`` (from /proc), including ones in sessions of their own."""
-    children = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def kill_tree(p: subprocess.Popen) -> None:
-    """SIGKILL ``p``, its process group and every descendant (a launcher's workers may run in
-    sessions of their own and would keep the output pipes open)."""
-    victims = descendants(p.pid)
-    for kill in [lambda: os.killpg(p.pid, signal.SIGKILL)] + [
-            (lambda c=c: os.kill(c, signal.SIGKILL)) for c in victims]:
-        try:
-            kill()
-        except OSError:
-            pass
-
-
-def finish(p: subprocess.Popen, timeout: float = HANG_TIMEOUT):
-    """Wait for ``p``; returns (stdout, stderr). Kills it and all its descendants on a hang."""
-    try:
-        return p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_tree(p)
-        out, err = p.communicate(timeout=60)
-        raise AssertionError(f"no exit after {timeout} s: {' '.join(map(str, p.args))}\n"
-                             f"{(out or '')[-3000:]}{(err or '')[-3000:]}") from None
-
-
-def run_cli(script: str, *args: str, cwd: str = ROOT, env=None,
-            timeout: float = HANG_TIMEOUT) -> subprocess.CompletedProcess:
-    """Run one of the command-line scripts in a fresh interpreter (separate stdout/stderr)."""
-    p = start([sys.executable, os.path.join(ROOT, script), *args], env, cwd, merge=False)
-    out, err = finish(p, timeout)
-    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
-
-
-def wait_for_rows(run_parent: str, n: int, proc: subprocess.Popen,
-                  timeout: float = HANG_TIMEOUT) -> str:
-    """Poll until the (single) run folder under ``run_parent`` has ``n`` metrics rows while
-    ``proc`` runs; returns the run folder."""
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        assert proc.poll() is None, finish(proc)
-        runs = os.listdir(run_parent) if os.path.isdir(run_parent) else []
-        if runs:
-            f = os.path.join(run_parent, runs[0], "metrics.jsonl")
-            if os.path.isfile(f) and len(open(f).read().splitlines()) >= n:
-                return os.path.join(run_parent, runs[0])
-        time.sleep(0.2)
-    kill_tree(proc)
-    raise AssertionError(f"training made no progress: {finish(proc)[0][-3000:]}")
-
-
-def read_metrics(run_dir: str) -> List[dict]:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def snapshot(root: str) -> dict:
-    """Every file and folder under ``root`` with its modification time (and a file's bytes):
-    equal snapshots mean nothing there was written, created, renamed or removed."""
-    out = {}
-    for d, _, files in os.walk(root):
-        out[d] = os.stat(d).st_mtime_ns
-        for f in files:
-            p = os.path.join(d, f)
-            with open(p, "rb") as fh:
-                out[p] = (os.stat(p).st_mtime_ns, fh.read())
-    return out
-
-
-def only_run_dir(output_dir: str) -> str:
-    runs = [d for d in os.listdir(output_dir) if os.path.isdir(os.path.join(output_dir, d))]
-    assert len(runs) == 1, runs
-    return os.path.join(output_dir, runs[0])
-
-
-DIGITS_CE = os.path.join(ROOT, "config", "digits", "digits_imb005_ce.yaml")
-DIGITS_ARB = os.path.join(ROOT, "config", "digits", "digits_imb005_arbloss.yaml")
-
-
-def signal_after_step(monkeypatch, step: int, signum: int = signal.SIGTERM) -> None:
-    """Make an in-process run see ``signum`` after its ``step``-th training step (counted over
-    the run, from 1), as if the signal arrived during that step; ``monkeypatch.undo()`` (or the
-    test's end) removes it."""
-    from engine.state import StopFlag
-    calls = {"n": 0}
-    real = StopFlag.any_rank
-
-    def fake(self):
-        calls["n"] += 1
-        if calls["n"] == step:
-            self.signum = signum
-        return real(self)
-
-    monkeypatch.setattr(StopFlag, "any_rank", fake)
 
 
 def pytest_collection_modifyitems(config, items):

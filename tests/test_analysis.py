@@ -10,7 +10,7 @@ import torch
 
 from analysis.neural_collapse import NC_KEYS, nc_analysis, nc_keys, nc_metrics
 from engine import commands, eval_cli
-from tests.conftest import DIGITS_CE, only_run_dir
+from tests.fixtures import DIGITS_CE, only_run_dir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GROUPS = {"many": (0, 2), "medium": (2, 4), "few": (4, 5)}

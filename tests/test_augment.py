@@ -17,8 +17,7 @@ from engine import commands
 from engine.hooks import HookBase
 from methods import ARBLoss, mixup_criterion
 from methods.mixup import BatchMix, batch_mixing, cutmix_box, cutmix_data
-from tests.conftest import DIGITS_ARB, ROOT, only_run_dir, read_metrics
-from tests.test_imagelist import make_cfg, write_image_tree
+from tests.fixtures import DIGITS_ARB, ROOT, make_cfg, only_run_dir, read_metrics, write_image_tree
 from utils.errors import ConfigError
 
 CPU = torch.device("cpu")

@@ -13,7 +13,7 @@ from engine import commands
 from engine.schedule import lr_at_epoch
 from methods import DeferredReweighting, DotRegressionLoss, LDAMLoss, build_criterion
 from models import build_network
-from tests.conftest import ROOT, write_cifar
+from tests.fixtures import ROOT, write_cifar
 from tools import make_baseline_configs as gen
 from tools import sweep
 

@@ -15,7 +15,7 @@ from config import get_cfg_defaults, load_config
 from datasets import build_data
 from datasets.class_order import SMALL_QUICKSORT, class_order, numpy124_argsort
 from datasets.imagelist import frequency_class_map
-from tests.conftest import ROOT
+from tests.fixtures import ROOT
 from utils.errors import ConfigError
 
 DATA = os.path.join(ROOT, "tests", "data")

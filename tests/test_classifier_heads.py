@@ -11,7 +11,7 @@ from config import classifier_kind, get_cfg_defaults, load_config
 from methods import DotRegressionLoss, build_criterion, etf_scales, mixup_criterion
 from models import build_network, checkpoint_classifier, classifier_for_checkpoint
 from models.heads import CosineClassifier, ETFClassifier, NormedLinear, simplex_etf
-from tests.conftest import DIGITS_CE
+from tests.fixtures import DIGITS_CE
 from utils.errors import CheckpointError, ConfigError
 
 

@@ -7,7 +7,7 @@ import pytest
 import datasets.cifar
 from engine import commands
 from engine.cli import ScriptParser
-from tests.conftest import DIGITS_ARB, ROOT, write_cifar
+from tests.fixtures import DIGITS_ARB, ROOT, write_cifar
 from utils.errors import ConfigError
 
 CIFAR10 = os.path.join(ROOT, "config", "cifar10", "cifar10_imb01.yaml")

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from config import get_cfg_defaults, load_config, mixup_enabled
-from tests.conftest import ROOT, run_cli
+from tests.fixtures import ROOT, run_cli
 from utils.errors import ConfigError
 
 # The yacs defaults of the published ARB-Loss code (_C in utils/logger.py of

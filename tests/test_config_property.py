@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import config
 from config import cfg_from_yaml_string, cfg_to_yaml, get_cfg_defaults, load_config
 from engine import commands
-from tests.conftest import DIGITS_CE
+from tests.fixtures import DIGITS_CE
 
 DEFAULTS = get_cfg_defaults()
 KEYS = sorted(DEFAULTS.keys())

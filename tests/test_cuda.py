@@ -12,7 +12,7 @@ import torch
 
 from datasets.device_pipeline import DeviceLoader
 from engine import commands
-from tests.conftest import (
+from tests.fixtures import (
     DIGITS_ARB,
     DIGITS_CE,
     finish,

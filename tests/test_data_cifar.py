@@ -8,7 +8,7 @@ import pytest
 from config import load_config
 from datasets import build_data
 from datasets.common import lt_counts
-from tests.conftest import ROOT, write_cifar
+from tests.fixtures import ROOT, write_cifar
 from utils.errors import DataError
 
 TOTALS = {("cifar10", 0.01): 12406, ("cifar10", 0.02): 13996, ("cifar10", 0.1): 20431,

@@ -1,7 +1,6 @@
 """DDP on CPU with gloo: torchrun, torch.distributed.launch, a 2-node rendezvous."""
 import os
 import signal
-import socket
 import sys
 import time
 
@@ -9,11 +8,12 @@ import pytest
 
 from datasets.common import EpochSampler
 from engine import commands
-from tests.conftest import (
+from tests.fixtures import (
     DIGITS_ARB,
     HANG_TIMEOUT,
     ROOT,
     finish,
+    free_port,
     only_run_dir,
     read_metrics,
     start,
@@ -23,12 +23,6 @@ from utils.checkpoint import load_checkpoint
 
 RUN = ["num_epochs", "1", "print_freq", "2", "workers", "2"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # two processes on a 2-core machine
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(args, **env):

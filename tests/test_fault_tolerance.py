@@ -17,7 +17,7 @@ from config import get_cfg_defaults, load_config
 from config.resume import RESUME_SAFE_KEYS, config_differences
 from engine import HookBase, commands
 from engine.checkpointer import own_rank_entry
-from tests.conftest import (
+from tests.fixtures import (
     DIGITS_CE,
     ROOT,
     finish,

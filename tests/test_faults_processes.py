@@ -19,19 +19,22 @@ import uuid
 import pytest
 
 from engine import commands
-from tests.conftest import (
+from tests.fixtures import (
     DIGITS_CE,
     HANG_TIMEOUT,
     ROOT,
+    SEED_CONFIGS,
+    SMALL,
     descendants,
     finish,
     kill_tree,
+    labels_in,
     only_run_dir,
     read_metrics,
     snapshot,
     start,
+    write_image_tree,
 )
-from tests.test_imagelist import SEED_CONFIGS, SMALL, labels_in, write_image_tree
 from utils.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -378,7 +381,7 @@ def test_second_process_on_a_running_folder_stops_and_touches_nothing(tmp_path):
 # ------------------------------------------------------------------ torchrun
 @pytest.mark.distributed
 def test_corrupt_image_under_torchrun_ends_every_rank_and_worker(images, tmp_path):
-    from tests.test_distributed import free_port
+    from tests.fixtures import free_port
     data = private_copy(images[0], tmp_path / "data")
     run = Run(tmp_path, [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
                          "2", "--master_port", str(free_port()), FAULTY, "--cfg", IMAGENET,
@@ -427,7 +430,7 @@ def test_an_error_of_another_rank_goes_to_the_run_log(tmp_path):
 def test_disk_full_under_torchrun_stops_every_rank_with_the_same_line(tmp_path):
     """Only rank 0 writes; the failed save is shared, so rank 1 is not left waiting in the
     next collective: both exit 2 with the same line."""
-    from tests.test_distributed import free_port
+    from tests.fixtures import free_port
     out = tmp_path / "out"
     run = Run(tmp_path, [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
                          "2", "--master_port", str(free_port()), FAULTY, "--cfg", DIGITS_CE,

@@ -14,7 +14,7 @@ import pytest
 
 from config import load_config
 from engine import commands
-from tests.conftest import (
+from tests.fixtures import (
     DIGITS_CE,
     ROOT,
     finish,

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, child_env
+from tests.fixtures import ROOT, child_env
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-from config import get_cfg_defaults
 from datasets import DATASETS, build_data
 from datasets.common import apply_seeded
 from datasets.imagelist import (
@@ -21,49 +20,24 @@ from datasets.imagelist import (
     transforms,
 )
 from engine import commands
-from tests.conftest import ROOT, only_run_dir, read_metrics
+from tests.fixtures import (
+    RANGES,
+    ROOT,
+    SEED_CONFIGS,
+    SMALL,
+    TEST_PER_CLASS,
+    TRAIN_COUNTS,
+    labels_in,
+    make_cfg,
+    only_run_dir,
+    read_metrics,
+    write_image_tree,
+)
 from utils.errors import DataError
 
-# Original ids 0..4 with counts chosen so that frequency order != id order, and a tie (2, 3).
-TRAIN_COUNTS = {0: 2, 1: 6, 2: 4, 3: 4, 4: 1}
 EXPECTED_ORDER = [1, 2, 3, 0, 4]  # original id of remapped class 0, 1, ...
-TEST_PER_CLASS = 2
-SMALL = ["image_size", "32", "resize_size", "36"]
-RANGES = ["head_class_idx", "[0, 1]", "med_class_idx", "[1, 3]", "tail_class_idx", "[3, 5]"]
-SEED_CONFIGS = {
-    "imagenet": "config/imagenet/imagenet_resnet50_arbloss_ugcc_mixup.yaml",
-    "ina2018": "config/ina2018/ina2018_resnet50_arbloss_ugcc_mixup.yaml",
-    "places": "config/places/places_resnet50_arbloss_ugcc_mixup.yaml",
-}
 
 
-def write_image_tree(root: str, dataset: str = "imagenet", train_counts=None,
-                     test_per_class: int = TEST_PER_CLASS, size: int = 16, seed: int = 0,
-                     list_dir=None) -> str:
-    """Tiny JPEGs under ``root/{train,test}/<label>/`` and the data set's two list files in
-    ``list_dir`` (default ``root``; shuffled lines, so label order in the file differs from
-    frequency order)."""
-    rng = random.Random(seed)
-    counts = TRAIN_COUNTS if train_counts is None else train_counts
-    spec = LIST_SPECS[dataset]
-    list_dir = root if list_dir is None else list_dir
-    os.makedirs(list_dir, exist_ok=True)
-    for split, per_class, list_name in (("train", counts, spec.train_list),
-                                        ("test", {c: test_per_class for c in counts},
-                                         spec.test_list)):
-        lines = []
-        for label, n in per_class.items():
-            folder = os.path.join(root, split, str(label))
-            os.makedirs(folder, exist_ok=True)
-            for i in range(n):
-                rel = f"{split}/{label}/{i}.jpg"
-                colour = (40 * label % 256, rng.randrange(256), 255 - 30 * label % 256)
-                Image.new("RGB", (size + i, size), colour).save(os.path.join(root, rel))
-                lines.append(f"{rel} {label}\n")
-        rng.shuffle(lines)
-        with open(os.path.join(list_dir, list_name), "w") as f:
-            f.writelines(lines)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -73,18 +47,8 @@ def trees(tmp_path_factory):
             for name in LIST_SPECS}
 
 
-def make_cfg(dataset: str, data_path: str, **kw):
-    cfg = get_cfg_defaults()
-    cfg.dataset, cfg.data_path, cfg.num_classes = dataset, data_path, 5
-    cfg.image_size, cfg.resize_size = 32, 36
-    for k, v in kw.items():
-        cfg[k] = v
-    return cfg
 
 
-def labels_in(path):
-    with open(path) as f:
-        return [(ln.rsplit(None, 1)[0], int(ln.rsplit(None, 1)[1])) for ln in f if ln.strip()]
 
 
 # ------------------------------------------------------------------ class map and bundle

@@ -10,7 +10,7 @@ import ast
 import glob
 import os
 
-from tests.conftest import ROOT
+from tests.fixtures import ROOT
 
 LEVEL = {"utils": 0, "config": 1, "datasets": 2, "models": 2, "methods": 2, "analysis": 3,
          "engine": 4}
@@ -137,7 +137,7 @@ def test_the_default_hooks_run_in_the_declared_order():
                              CheckpointHook)
     from config import load_config
     from engine.trainer import Trainer
-    from tests.conftest import DIGITS_CE
+    from tests.fixtures import DIGITS_CE
 
     for freq, want in ((0, DEFAULT_HOOKS[1:]), (5, DEFAULT_HOOKS)):
         trainer = Trainer.__new__(Trainer)  # default_hooks reads only the config
@@ -187,3 +187,16 @@ def test_the_configs_names_are_the_registries():
     assert set(_CHOICES["backbone"]) == set(BACKBONES)
     assert set(_CHOICES["loss"]) == {"auto", *LOSS_BUILDERS}
     assert set(_CHOICES["sampler"]) == set(SAMPLERS)
+
+
+def test_tests_import_helpers_from_the_fixtures_module():
+    """Shared test helpers live in tests/fixtures.py: no test imports conftest.py (pytest's
+    plugin) or another test module."""
+    wrong = []
+    for path in glob.glob(os.path.join(ROOT, "tests", "*.py")):
+        for target in imports(path):
+            parts = target.split(".")
+            if parts[0] == "tests" and len(parts) > 1 and (
+                    parts[1] == "conftest" or parts[1].startswith("test_")):
+                wrong.append(f"{os.path.basename(path)} imports {target}")
+    assert wrong == []

@@ -32,7 +32,7 @@ from methods import (
     resolve_loss,
 )
 from methods.criterion import CLASSIFIER_LOSSES
-from tests.conftest import DIGITS_CE, ROOT, only_run_dir, read_metrics, signal_after_step
+from tests.fixtures import DIGITS_CE, ROOT, only_run_dir, read_metrics, signal_after_step
 from utils.errors import ConfigError, DataError
 
 SHAPES = [(1, 2), (7, 3), (16, 10), (33, 17)]

@@ -14,8 +14,7 @@ from config import get_cfg_defaults, load_config
 from datasets.imagelist import LIST_SPECS
 from engine import commands
 from engine.schedule import lr_at_epoch
-from tests.conftest import ROOT, only_run_dir, read_metrics, run_cli, write_cifar
-from tests.test_imagelist import write_image_tree
+from tests.fixtures import ROOT, only_run_dir, read_metrics, run_cli, write_cifar, write_image_tree
 from tools.make_baseline_configs import BASELINES
 
 PUB = os.path.join(ROOT, "tests", "data", "published_configs")

@@ -21,7 +21,7 @@ from datasets.samplers import (
     build_sampler,
     class_probabilities,
 )
-from tests.test_imagelist import make_cfg, write_image_tree
+from tests.fixtures import make_cfg, write_image_tree
 from utils.errors import ConfigError
 
 COUNTS = [200, 100, 50, 20, 10, 5]

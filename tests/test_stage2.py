@@ -16,7 +16,7 @@ from engine.evaluation import PostHoc, TauNormalised
 from engine.stage2 import Stage2Trainer
 from methods import LabelAwareSmoothing, las_epsilons
 from models.heads import LearnableWeightScaling
-from tests.conftest import DIGITS_CE, ROOT, only_run_dir, read_metrics, signal_after_step
+from tests.fixtures import DIGITS_CE, ROOT, only_run_dir, read_metrics, signal_after_step
 from utils.checkpoint import load_checkpoint
 from utils.comm import DistInfo
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.conftest import DIGITS_ARB, DIGITS_CE, ROOT, descendants, finish, run_cli, start
+from tests.fixtures import DIGITS_ARB, DIGITS_CE, ROOT, descendants, finish, run_cli, start
 from tools import sweep
 from utils.rundir import read_metrics
 

@@ -23,8 +23,7 @@ from engine.tau_sweep import (
 )
 from models import build_network
 from models.heads import LearnableWeightScaling
-from tests.conftest import DIGITS_CE, ROOT
-from tests.test_imagelist import RANGES, SMALL, write_image_tree
+from tests.fixtures import DIGITS_CE, RANGES, ROOT, SMALL, write_image_tree
 from utils.checkpoint import network_state
 from utils.errors import ConfigError, DataError
 
@@ -267,8 +266,7 @@ def test_sweep_user_errors_are_one_line(tmp_path, capsys, extra, match):
 @pytest.mark.distributed
 def test_sweep_under_torchrun_equals_the_single_process_sweep(tmp_path, capsys):
     """Two ranks each run half of the test set; the gathered outputs give the same sweep."""
-    from tests.conftest import finish, start
-    from tests.test_distributed import free_port
+    from tests.fixtures import finish, free_port, start
     cfg = load_config(DIGITS_CE)
     ckpt = save_checkpoint(random_net(cfg, 1, seed=3), tmp_path / "r.pth.tar")
     args = ["--cfg", DIGITS_CE, "resume", ckpt, "--tau-sweep", "logit_adjust", "--tau-grid",

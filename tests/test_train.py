@@ -5,7 +5,7 @@ import os
 import pytest
 
 from engine import commands
-from tests.conftest import DIGITS_ARB, DIGITS_CE, ROOT, only_run_dir, read_metrics
+from tests.fixtures import DIGITS_ARB, DIGITS_CE, ROOT, only_run_dir, read_metrics
 from utils.checkpoint import load_checkpoint
 
 FAST = ["num_epochs", "2", "print_freq", "5"]
