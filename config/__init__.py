@@ -529,6 +529,10 @@ def check_stage(cfg: CN, stage: Optional[int]) -> None:
     elif stage == 2 and cfg.mode != "stage2":
         raise ConfigError(f"key 'mode' is {cfg.mode!r}: train_stage2.py needs a stage-2 config "
                           "(mode: 'stage2'); run stage-1 configs with train_stage1.py")
+    elif stage == 2 and cfg.stage2_method == "mislas" and (cfg.smooth_head is None
+                                                          or cfg.smooth_tail is None):
+        raise ConfigError("stage2_method 'mislas' trains with label-aware smoothing: set "
+                          "'smooth_head' and 'smooth_tail' (numbers in [0, 1))")
 
 
 def mixup_enabled(cfg: CN) -> bool:

@@ -36,11 +36,11 @@ _C.dist_url = 'env://'  # torch.distributed init method
 _C.dist_backend = 'nccl'  # backend with CUDA; without CUDA gloo is used
 _C.multiprocessing_distributed = False  # accepted for compatibility; use a launcher instead
 _C.distributed = False  # accepted for compatibility; set from the launcher environment
-_C.mode = None  # MiSLAS stage tag: 'stage1' or null; 'stage2' configs are refused (stage 1 only)
+_C.mode = None  # MiSLAS stage tag: 'stage1' / null (train_stage1.py) or 'stage2' (train_stage2.py)
 _C.smooth_tail = None  # LAS smoothing of the rarest class
 _C.smooth_head = None  # LAS smoothing of the most frequent class
-_C.shift_bn = False  # MiSLAS stage-2 key; any other value is refused (stage 1 only)
-_C.lr_factor = None  # MiSLAS stage-2 key; any other value is refused (stage 1 only)
+_C.shift_bn = False  # stage 2: frozen features' BatchNorm statistics move (see stage2_method)
+_C.lr_factor = None  # stage 2: the classifier's lr = lr_factor x lr (MiSLAS); null = 1
 _C.lr = 0.1  # base learning rate (for the global batch)
 _C.batch_size = 128  # global batch size (split over ranks under DDP)
 _C.weight_decay = 0.002  # SGD weight decay (every published yaml sets its own: 2e-4 / 5e-4 / 1e-4)
@@ -55,7 +55,8 @@ _C.arb_loss_use_global_class_cnt = False  # ARB counts: training-set counts inst
 _C.LAS = False  # MiSLAS label-aware smoothing (combinable with ARB)
 _C.not_pretrained = False  # Places-LT: do not load ImageNet weights into the frozen backbone
 _C.arbloss_fl = False  # focal ARB-Loss: (1 - p)^focal_gamma * ARB loss (default gamma 2)
-# ARB-Loss stage-2 key (its train_stage2.py is all commented out); True is refused (stage 1 only)
+# stage 2: sample instances instead of class-aware (a key of the ARB-Loss code, whose
+# train_stage2.py is all commented out); a stage-1 run refuses it
 _C.train_stage2_instance = False
 
 # ================================================================ our keys, by section

@@ -97,9 +97,7 @@ class Stage2Trainer(Trainer):
         cfg = self.cfg
         if self.method != "mislas":
             return super().build_criterion()
-        if cfg.smooth_head is None or cfg.smooth_tail is None:
-            raise ConfigError("stage2_method 'mislas' trains with label-aware smoothing: set "
-                              "'smooth_head' and 'smooth_tail' (numbers in [0, 1))")
+        # smooth_head / smooth_tail are set: config.check_stage refuses a mislas run without
         return LabelAwareSmoothing(self.data.cls_num_list, cfg.smooth_head, cfg.smooth_tail,
                                    shape=cfg.las_shape, power=cfg.las_power)
 

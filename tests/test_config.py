@@ -306,3 +306,15 @@ def test_cli_user_errors_exit_2_without_traceback_or_run_folder(tmp_path, args, 
     assert match in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not out.exists() or not os.listdir(out)
+
+
+def test_a_mislas_stage2_config_without_smoothing_is_refused_when_it_loads(tmp_path):
+    """MiSLAS's stage 2 trains with label-aware smoothing: refused at load (the dry run too),
+    not when the loss is built."""
+    p = tmp_path / "s2.yaml"
+    p.write_text("mode: 'stage2'\ndataset: digits\nimb_factor: 0.05\n")
+    with pytest.raises(ConfigError, match="stage2_method 'mislas' trains with label-aware "
+                                          "smoothing: set 'smooth_head' and 'smooth_tail'"):
+        load_config(str(p), stage=2)
+    assert load_config(str(p), ["stage2_method", "crt"], stage=2).stage2_method == "crt"
+    assert load_config(str(p), ["smooth_head", "0.2", "smooth_tail", "0.0"], stage=2)
