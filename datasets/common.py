@@ -190,12 +190,6 @@ def policy_augmentation(cfg, policy: T.AutoAugmentPolicy) -> Optional[Callable]:
     return T.RandAugment(num_ops=cfg.randaugment_n, magnitude=cfg.randaugment_m)
 
 
-def has_policy(transform) -> bool:
-    """Whether a (Compose) transform contains an AutoAugment / RandAugment step."""
-    return any(isinstance(t, (T.AutoAugment, T.RandAugment))
-               for t in getattr(transform, "transforms", []))
-
-
 @dataclass
 class DataBundle:
     """What the trainer needs from a data set."""

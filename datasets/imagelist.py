@@ -317,10 +317,6 @@ def transforms(train: bool, image_size: int = 224, resize_size: int = 256,
     return T.Compose([T.Resize(resize_size), T.CenterCrop(image_size)] + norm)
 
 
-def _sizes(cfg) -> Tuple[int, int]:
-    return int(cfg.image_size), int(cfg.resize_size)  # both >= 1: config.validate
-
-
 def _val_list(name: str, root: str, spec: ListSpec) -> Optional[str]:
     """The validation list (only eval.py's tau sweep reads it): a ``val_list`` that is given
     must exist; the data set's default is used when it is found, else there is none."""
@@ -346,7 +342,7 @@ def build_imagelist(cfg, dataset: str) -> DataBundle:
                             f"{spec.title} test list")
     val_file = _val_list(cfg.val_list, root, spec)
     num_classes = cfg.num_classes
-    image_size, resize_size = _sizes(cfg)
+    image_size, resize_size = int(cfg.image_size), int(cfg.resize_size)  # >= 1: validated
 
     train = read_image_list(train_file, f"{spec.title} training list")
     check_labels(train, num_classes)

@@ -28,28 +28,26 @@ def cifar_lt_counts(c, imb):
     return [int(n_max * imb ** (i / (c - 1))) for i in range(c)]
 
 
-def ldam_drw_lr(epoch, base=0.1):
-    """LDAM-DRW cifar_train.py adjust_learning_rate (epoch 0-based on entry)."""
+def published_lr(epoch, after_160, after_180, base=0.1):
+    """The step branch of ``adjust_learning_rate`` as LDAM-DRW's cifar_train.py and Yang et
+    al.'s train.py write it (epoch 0-based on entry); they differ only in the two factors
+    (LDAM-DRW: 0.01, 0.0001; Yang et al.: 0.1, 0.01)."""
     epoch = epoch + 1
     if epoch <= 5:
         return base * epoch / 5
     if epoch > 180:
-        return base * 0.0001
+        return base * after_180
     if epoch > 160:
-        return base * 0.01
+        return base * after_160
     return base
 
 
-def etf_dr_lr(epoch, base=0.1):
-    """ImbalancedLearning train.py adjust_learning_rate, cos False."""
-    epoch = epoch + 1
-    if epoch <= 5:
-        return base * epoch / 5
-    if epoch > 180:
-        return base * 0.01
-    if epoch > 160:
-        return base * 0.1
-    return base
+def ldam_drw_lr(epoch):
+    return published_lr(epoch, 0.01, 0.0001)
+
+
+def etf_dr_lr(epoch):
+    return published_lr(epoch, 0.1, 0.01)
 
 
 def test_shipped_files_are_what_the_generator_writes(tmp_path):
