@@ -54,6 +54,10 @@ _CHOICES = {
     "stage2_method": ("mislas", "crt", "lws"),
 }
 
+# The backbones of dataset 'places': ImageNet ResNets whose torchvision layout the frozen
+# pretrained trunk needs (models.resnet.RESNET_SPECS; tested equal).
+PLACES_BACKBONES = ("resnet10_fe", "resnet50_fe", "resnet101_fe", "resnet152_fe")
+
 # Data sets with a fixed published split (list files): imb_factor is not used; the published
 # ImageNet-LT / iNaturalist / Places-LT configs say ``imb_factor: null``.
 IMAGE_LIST_DATASETS = ("imagenet", "ina2018", "places")
@@ -413,6 +417,10 @@ def validate(cfg: CN, stage: Optional[int] = 1) -> None:
         # the run folder is <output_dir>/<name>_<time>: a path here would leave output_dir
         raise ConfigError(f"key 'name' is {_show(name)}; accepted: a folder name without '/' "
                           "or '\\' (runs go to <output_dir>/<name>_<YYYYmmddHHMM>)")
+    if cfg.dataset == "places" and cfg.backbone not in PLACES_BACKBONES:
+        raise ConfigError(f"key 'backbone' is {cfg.backbone!r}; dataset 'places' needs an "
+                          f"ImageNet ResNet: {', '.join(PLACES_BACKBONES)}")
+    _check_manual_rank(cfg)
     check_class_ranges(cfg)
     _check_schedule(cfg)
     check_loss(cfg)
@@ -502,6 +510,16 @@ def _check_classifier(cfg: CN) -> None:
                           f"{kind!r}, whose class vectors all have norm 1: tau-normalisation "
                           "changes nothing; set eval_tau_norm 0 (eval_logit_adjust works with "
                           "every classifier)")
+
+
+def _check_manual_rank(cfg: CN) -> None:
+    # a manual set-up (no launcher): world_size processes, this one's rank given in the config;
+    # a launcher's RANK / WORLD_SIZE replace both (utils.comm.init_distributed)
+    manual = cfg.world_size > 1 and cfg.dist_url != "env://"
+    if manual and not 0 <= cfg.rank < cfg.world_size:
+        raise ConfigError(f"key 'rank' is {cfg.rank}; accepted: 0 .. world_size-1 "
+                          f"({cfg.world_size - 1}) for a manual distributed set-up "
+                          f"(dist_url {cfg.dist_url})")
 
 
 def _check_schedule(cfg: CN) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from datasets.common import EpochSampler, sample_seed
-from utils.errors import ConfigError, DataError
+from utils.errors import DataError
 
 __all__ = ["SAMPLERS", "TrainSampler", "ClassSampler", "PowerSampler", "ProgressiveSampler",
            "ClassAwareSampler", "build_sampler", "class_probabilities"]
@@ -264,4 +264,4 @@ def build_sampler(kind: str, targets: Sequence[int], *, seed: int = 0, rank: int
         return ProgressiveSampler(targets, num_epochs, **common)
     if kind == "class_aware":
         return ClassAwareSampler(targets, num_samples=num_samples, **common)
-    raise ConfigError(f"key 'sampler' is {kind!r}; accepted: {', '.join(SAMPLERS)}")
+    raise ValueError(f"sampler {kind!r}; accepted: {', '.join(SAMPLERS)}")

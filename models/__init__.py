@@ -42,9 +42,6 @@ def build_network(cfg, num_classes: int, in_channels: int = 3,
     trainable block + pooling classifier, see :mod:`models.resnet_places`); ``pretrained`` only
     matters there (None: load weights unless ``cfg.resume`` names a checkpoint).
     """
-    if cfg.backbone not in BACKBONES:
-        raise ConfigError(f"key 'backbone' is {cfg.backbone!r}; accepted: "
-                          f"{', '.join(sorted(BACKBONES))}")
     kind = classifier or classifier_kind(cfg)
     if cfg.dataset == "places":
         net = build_places_network(cfg, num_classes, in_channels, pretrained)

@@ -143,10 +143,7 @@ def build_places_network(cfg, num_classes: int, in_channels: int = 3,
     work offline).
     """
 
-    name = cfg.backbone
-    if name not in RESNET_SPECS:
-        raise ConfigError(f"key 'backbone' is {name!r}; dataset 'places' needs an ImageNet "
-                          f"ResNet: {', '.join(RESNET_SPECS)}")
+    name = cfg.backbone  # one of RESNET_SPECS (config.PLACES_BACKBONES, checked at load)
     if pretrained is None:
         pretrained = not (cfg.resume and cfg.resume != "auto")
     # Weights are fetched before the (large) backbone is built, so a failure comes at once.

@@ -62,7 +62,7 @@ def test_mixup_enabled():
 @pytest.mark.parametrize("dataset", ["imagenet", "ina2018", "places"])
 def test_imb_factor_null_is_accepted_for_image_lists(tmp_path, dataset):
     p = tmp_path / "x.yaml"
-    p.write_text(f"dataset: {dataset}\nimb_factor: null\n")
+    p.write_text(f"dataset: {dataset}\nimb_factor: null\nbackbone: resnet50_fe\n")
     assert load_config(str(p)).imb_factor is None
 
 
@@ -136,6 +136,11 @@ def test_overrides_are_merged():
     ("shift_bn: True\n", [], "key 'shift_bn' is True: a stage-2 key"),
     ("lr_factor: 0.5\n", [], "key 'lr_factor' is 0.5: a stage-2 key"),
     ("", ["train_stage2_instance", "True"], "key 'train_stage2_instance' is True: a stage-2"),
+    ("world_size: 2\ndist_url: 'tcp://127.0.0.1:23456'\n", [],
+     "key 'rank' is -1; accepted: 0 .. world_size-1 (1) for a manual distributed set-up"),
+    ("world_size: 2\nrank: 2\ndist_url: 'tcp://127.0.0.1:23456'\n", [], "key 'rank' is 2"),
+    ("dataset: places\nbackbone: resnet32_fe\n", [],
+     "key 'backbone' is 'resnet32_fe'; dataset 'places' needs an ImageNet ResNet"),
 ])
 def test_config_errors(tmp_path, text, opts, match):
     p = tmp_path / "bad.yaml"

@@ -294,8 +294,10 @@ def test_right_values_load_and_round_trip(key, work, data):
     source = data.draw(st.sampled_from(["yaml", "command line"] if cli_ok else ["yaml"]),
                        label="source")
     # a base where every single key's accepted values are usable (imb_factor null: an image
-    # list data set; alpha null: mixup off; LAS on: smoothing given)
-    base = {"dataset": "imagenet", "mixup": False, "smooth_head": 0.3, "smooth_tail": 0.0}
+    # list data set; alpha null: mixup off; LAS on: smoothing given; dataset places: an
+    # ImageNet ResNet)
+    base = {"dataset": "imagenet", "backbone": "resnet50_fe", "mixup": False,
+            "smooth_head": 0.3, "smooth_tail": 0.0}
     opts = []
     if source == "yaml":
         base.update(values)

@@ -200,3 +200,35 @@ def test_tests_import_helpers_from_the_fixtures_module():
                     parts[1] == "conftest" or parts[1].startswith("test_")):
                 wrong.append(f"{os.path.basename(path)} imports {target}")
     assert wrong == []
+
+
+# The ConfigErrors outside config/: each needs a fact load_config cannot know (--dry-run, which
+# builds data, network and loss, still meets every one that a config alone decides).
+RUNTIME_CONFIG_ERRORS = {
+    "analysis/metrics.py": 1,   # class ranges against the classes the data set has
+    "engine/cli.py": 1,         # a bad command-line flag
+    "engine/eval_cli.py": 2,    # eval.py's flags: no checkpoint given; --tau-sweep with a tau
+    "engine/evaluation.py": 1,  # tau-norm of a checkpoint's cosine / ETF head
+    "engine/stage2.py": 2,      # no stage-1 checkpoint given; resume auto finds no run
+    "engine/tau_sweep.py": 5,   # --tau-grid / --tau-sweep / --select-on, and the data's splits
+    "engine/trainer.py": 1,     # num_epochs against the checkpoint's epoch
+    "methods/criterion.py": 1,  # the dot regression given a network without its ETF
+    "models/__init__.py": 1,    # an ETF wider than the backbone's features
+    "models/resnet_places.py": 2,  # ImageNet weights torchvision has not / cannot fetch
+    "utils/comm.py": 1,         # device cuda on a machine without one
+    "utils/rundir.py": 3,       # output_dir cannot be created or written
+}
+
+
+def test_config_errors_outside_config_are_the_runtime_ones():
+    """Every value a config alone decides is checked by load_config; a new ``raise
+    ConfigError`` elsewhere must be one of these (or move to config/)."""
+    found = {}
+    for name, path in modules().items():
+        if name.split(".")[0] in ("config", "tools", "bench") or name in SCRIPTS:
+            continue
+        n = sum(isinstance(node, ast.Call) and getattr(node.func, "id", "") == "ConfigError"
+                for node in ast.walk(ast.parse(open(path).read())))
+        if n:
+            found[os.path.relpath(path, ROOT)] = n
+    assert found == RUNTIME_CONFIG_ERRORS

@@ -340,5 +340,9 @@ def test_places_offline_gives_config_error(tmp_path, monkeypatch):
 
 
 def test_places_needs_an_imagenet_resnet():
+    from config import PLACES_BACKBONES, validate
+    from models.resnet import RESNET_SPECS
+    assert set(PLACES_BACKBONES) == set(RESNET_SPECS)
+    validate(places_cfg(backbone="resnet152_fe"))
     with pytest.raises(ConfigError, match=r"dataset 'places' needs an ImageNet ResNet"):
-        build_network(places_cfg(backbone="resnet8_fe"), 7)
+        validate(places_cfg(backbone="resnet8_fe"))  # at load time, before any building

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from config import _CHOICES, get_cfg_defaults
+from config import _CHOICES, check_value, get_cfg_defaults
 from datasets import build_data
 from datasets.common import ArrayImageDataset, DataBundle, EpochSampler, sample_seed
 from datasets.device_pipeline import DeviceLoader
@@ -78,6 +78,8 @@ def test_instance_is_the_old_epoch_sampler_bit_for_bit():
 def test_the_config_accepts_exactly_the_samplers():
     assert _CHOICES["sampler"] == SAMPLERS and get_cfg_defaults().sampler == "instance"
     with pytest.raises(ConfigError, match="key 'sampler'"):
+        check_value("sampler", "balanced")
+    with pytest.raises(ValueError, match="accepted: instance"):  # a programming error below
         build_sampler("balanced", [0, 1])
 
 

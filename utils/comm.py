@@ -171,10 +171,8 @@ def init_distributed(settings: DistSettings, local_rank_arg: Optional[int] = Non
             log.warning("config world_size=%d differs from the launcher's %d processes; "
                         "using the launcher's", settings.world_size, env_world)
     elif settings.world_size > 1 and settings.dist_url != "env://":
+        # rank in 0 .. world_size-1 was checked by load_config
         world, rank, init_method = settings.world_size, settings.rank, settings.dist_url
-        if not 0 <= rank < world:
-            raise ConfigError(f"key 'rank' is {rank}; accepted: 0 .. world_size-1 "
-                              f"({world - 1}) for a manual distributed set-up")
         if local_rank < 0:
             local_rank = rank % max(torch.cuda.device_count(), 1)
     else:
