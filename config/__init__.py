@@ -46,7 +46,8 @@ _CHOICES = {
              "label_smoothing", "dr"),
     "classifier": ("auto", "linear", "cosine", "etf"),
     # the registries' names (datasets.DATASETS, models.BACKBONES; tested equal)
-    "dataset": ("cifar10", "cifar100", "digits", "imagenet", "ina2018", "places"),
+    "dataset": ("cifar10", "cifar100", "digits", "imagenet", "ina2018", "places", "imagelist",
+                "folder"),
     "backbone": ("resnet8_fe", "resnet20_fe", "resnet32_fe", "resnet44_fe", "resnet56_fe",
                  "resnet110_fe", "resnet32_fe_c100", "resnet10_fe", "resnet50_fe",
                  "resnet101_fe", "resnet152_fe"),
@@ -60,7 +61,10 @@ PLACES_BACKBONES = ("resnet10_fe", "resnet50_fe", "resnet101_fe", "resnet152_fe"
 
 # Data sets with a fixed published split (list files): imb_factor is not used; the published
 # ImageNet-LT / iNaturalist / Places-LT configs say ``imb_factor: null``.
-IMAGE_LIST_DATASETS = ("imagenet", "ina2018", "places")
+IMAGE_LIST_DATASETS = ("imagenet", "ina2018", "places", "imagelist")
+# Your own data: the classes are counted from the data (num_classes null or absent), a folder
+# tree is taken as it is unless imb_factor asks for a long tail.
+OWN_DATASETS = ("imagelist", "folder")
 
 # Keys read only by a stage-2 script (classifier re-training): shift_bn and lr_factor by MiSLAS's
 # train_stage2.py, train_stage2_instance by ARB-Loss's (entirely commented out there). Stage-1
@@ -77,7 +81,7 @@ _DEFAULTS = get_cfg_defaults()
 _DEFAULTS.freeze()
 # Keys that accept null: those whose default is None, and those the published configs set null.
 _NULLABLE = frozenset([k for k, v in _DEFAULTS.items() if v is None]
-                      + ["gpu", "imb_factor", "alpha"])
+                      + ["gpu", "imb_factor", "alpha", "num_classes"])
 # The type of each key whose default is null (every other key has the type of its default).
 _NULL_DEFAULT_TYPES: Dict[str, type] = {
     "mode": str, "smooth_tail": float, "smooth_head": float, "lr_factor": float,
@@ -201,6 +205,8 @@ def accepted_values(key: str) -> str:
     t = _key_type(key)
     if key in _CHOICES:
         text = ", ".join(_CHOICES[key])
+        if key == "backbone":
+            text += ", or timm:<name> (a timm model, e.g. timm:resnext50_32x4d)"
     elif key in _RULES:
         text = _RULES[key].text
     elif t is list:
@@ -291,10 +297,19 @@ def check_value(key: str, value: Any, source: Optional[str] = None) -> Any:
     elif in_rule and any(isinstance(v, int) and not -_INT64_MAX - 1 <= v <= _INT64_MAX
                          for v in numbers):
         note = " (a 64-bit integer: below 2**63)"
-    if note or not in_rule or (key in _CHOICES and value not in _CHOICES[key]):
+    if note or not in_rule or (key in _CHOICES and not _is_choice(key, value)):
         raise ConfigError(_with_source(source, f"key '{key}' is {_show(value)}; accepted: "
                                                f"{accepted_values(key)}{note}"))
     return value
+
+
+TIMM_PREFIX = "timm:"  # backbone timm:<name>: a timm model (models/timm_backbone.py)
+
+
+def _is_choice(key: str, value: Any) -> bool:
+    if key == "backbone" and isinstance(value, str) and value.startswith(TIMM_PREFIX):
+        return len(value) > len(TIMM_PREFIX)  # the name is checked against timm when built
+    return value in _CHOICES[key]
 
 
 def _apply(cfg: CN, items: dict, source: str) -> None:
@@ -403,10 +418,19 @@ def validate(cfg: CN, stage: Optional[int] = 1) -> None:
     for key in cfg:
         check_value(key, cfg[key])
     check_stage(cfg, stage)
-    if cfg.imb_factor is None and cfg.dataset not in IMAGE_LIST_DATASETS:
+    if cfg.imb_factor is None and cfg.dataset not in IMAGE_LIST_DATASETS + OWN_DATASETS:
         raise ConfigError(f"key 'imb_factor' is null; dataset {cfg.dataset} needs a number "
                           "in (0, 1] (null only for the image-list data sets "
-                          f"{', '.join(IMAGE_LIST_DATASETS)}, whose split is fixed)")
+                          f"{', '.join(IMAGE_LIST_DATASETS)}, whose split is fixed, and for "
+                          "folder: the tree as it is)")
+    if cfg.num_classes is None and cfg.dataset not in OWN_DATASETS:
+        raise ConfigError(f"key 'num_classes' is null; dataset {cfg.dataset} needs an integer "
+                          ">= 1 (null, counted from the data, only for imagelist and folder)")
+    if cfg.dataset == "imagelist" and not (cfg.train_list and cfg.test_list):
+        missing = "train_list" if not cfg.train_list else "test_list"
+        raise ConfigError(f"key '{missing}' is empty; dataset imagelist reads the list files it "
+                          "names ('<relative image path> <label>' lines, paths relative to "
+                          "data_path): set train_list and test_list (val_list optional)")
     if cfg.alpha is None and cfg.mixup:
         raise ConfigError("key 'alpha' is null but 'mixup' is True; accepted: a number >= 0 "
                           "(mixup draws lam from Beta(alpha, alpha)), or mixup False")
@@ -466,7 +490,8 @@ def check_loss(cfg: CN) -> str:
 
 # The data sets that have a per-image augmentation policy (AutoAugment / RandAugment): those
 # with PIL images; the digits are 8x8 arrays.
-POLICY_DATASETS = ("cifar10", "cifar100", "imagenet", "ina2018", "places")
+POLICY_DATASETS = ("cifar10", "cifar100", "imagenet", "ina2018", "places", "imagelist",
+                   "folder")
 
 
 def _check_augmentation(cfg: CN) -> None:
@@ -565,13 +590,15 @@ def mixup_enabled(cfg: CN) -> bool:
 # Classes of each data set: ``num_classes`` when neither the yaml nor the command line gives it
 # (the reference default 100 fits only CIFAR-100; its default data set is CIFAR-10).
 DATASET_NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "imagenet": 1000,
-                       "ina2018": 8142, "places": 365}
+                       "ina2018": 8142, "places": 365, "imagelist": None, "folder": None}
 
 
 def load_config(path: str, opts: Sequence[str] = (), stage: Optional[int] = 1) -> CN:
     """Defaults, then the yaml file at ``path``, then ``KEY VALUE`` pairs from ``opts``,
     validated for ``stage`` (1: train_stage1.py, 2: train_stage2.py, None: eval.py).
-    ``num_classes`` given nowhere is the data set's (:data:`DATASET_NUM_CLASSES`)."""
+    ``num_classes`` given nowhere is the data set's (:data:`DATASET_NUM_CLASSES`; null for
+    your own data: counted by ``datasets.build_data``); ``imb_factor`` given nowhere is null
+    for a folder tree (taken as it is)."""
     cfg = get_cfg_defaults()
     raw = _read_yaml(path)
     _apply(cfg, raw, path)
@@ -580,8 +607,11 @@ def load_config(path: str, opts: Sequence[str] = (), stage: Optional[int] = 1) -
         raise ConfigError("overrides must come as KEY VALUE pairs; got an odd number: "
                           f"{_show(opts, 200)}")
     _apply(cfg, dict(zip(opts[0::2], opts[1::2])), "command line")
-    if "num_classes" not in raw and "num_classes" not in opts[0::2]:
+    given = set(raw) | set(opts[0::2])
+    if "num_classes" not in given:
         cfg.num_classes = DATASET_NUM_CLASSES.get(cfg.dataset, cfg.num_classes)
+    if "imb_factor" not in given and cfg.dataset == "folder":
+        cfg.imb_factor = None  # the tree as it is
     validate(cfg, stage)
     if not cfg.name:
         cfg.name = os.path.splitext(os.path.basename(path))[0]

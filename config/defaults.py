@@ -16,12 +16,15 @@ _C.print_freq = 40  # log a progress line every this many iterations
 _C.workers = 16  # data-loader worker processes (global; split over ranks under DDP)
 _C.log_dir = 'logs'  # sub-folder of the run folder for the text log and TensorBoard
 _C.model_dir = 'ckps'  # sub-folder of the run folder for checkpoints
-_C.dataset = 'cifar10'  # cifar10 | cifar100 | digits | imagenet | ina2018 | places
+# cifar10 | cifar100 | digits | imagenet | ina2018 | places; your own: imagelist | folder
+_C.dataset = 'cifar10'  # the data set (datasets.DATASETS)
 _C.data_path = './data/cifar10'  # folder holding the data set files
-_C.num_classes = 100  # number of classes; must match the data
+_C.num_classes = 100  # number of classes; must match the data (not given: the data set's;
+# imagelist / folder count them from the data)
 _C.imb_factor = 0.01  # CIFAR / digits: n_min / n_max of the training split, in (0, 1];
-# null for the image-list data sets, whose split is fixed (the published configs say null)
-_C.backbone = 'resnet32_fe'  # feature extractor, see models.BACKBONES
+# null for the image-list data sets, whose split is fixed (the published configs say null);
+# folder: null or absent = the tree as it is, a number = subsample it to that long tail
+_C.backbone = 'resnet32_fe'  # feature extractor: models.BACKBONES, or timm:<name> (needs timm)
 _C.resume = ''  # checkpoint to resume from ('auto': newest run of this name)
 _C.head_class_idx = [0, 1]  # [start, end) of the many-shot classes; [0, 1] = derive from counts
 _C.med_class_idx = [0, 1]  # [start, end) of the medium-shot classes; [0, 1] = derive
@@ -67,11 +70,11 @@ _C.device = 'auto'  # auto (CUDA if present, else CPU) | cpu | cuda
 _C.legacy_checkpoint = False  # allow full-pickle loading of trusted MiSLAS / ARB-Loss checkpoints
 
 # ---------------------------------------------------------------- data
-_C.imb_type = 'exp'  # long-tail profile of CIFAR / digits: exp | step
+_C.imb_type = 'exp'  # long-tail profile of CIFAR / digits / folder: exp | step
 _C.download = True  # CIFAR: download the archive with torchvision when the files are missing
 _C.digits_test_per_class = 50  # digits: held-out balanced test images per class
-_C.train_list = ''  # image-list data: training list file ('' = data set default)
-_C.test_list = ''  # image-list data: test list file ('' = data set default)
+_C.train_list = ''  # image-list data: training list ('' = data set default; imagelist: required)
+_C.test_list = ''  # image-list data: test list ('' = data set default; imagelist: required)
 _C.val_list = ''  # image-list data: validation list for eval.py --tau-sweep ('' = the default)
 _C.class_order = 'reference'  # image-list count ties: reference (published numpy 1.x) | stable (id)
 _C.image_size = 224  # image-list data: training crop / test centre-crop size
@@ -90,7 +93,7 @@ _C.randaugment_n = 2  # RandAugment: operations per image
 _C.randaugment_m = 9  # RandAugment: magnitude, 0..30 (torchvision's 31 bins)
 
 # ---------------------------------------------------------------- model
-_C.pretrained_path = ''  # Places-LT: local file with ImageNet ResNet weights
+_C.pretrained_path = ''  # local weights: ImageNet ResNet (Places-LT), timm checkpoint (timm:<name>)
 # classifier head (models/heads.py): linear (MiSLAS / ARB-Loss) | cosine (LDAM-DRW's NormedLinear:
 # normalize(h) . normalize(w_j), no bias) | etf (Yang et al. 2022: BatchNorm1d + L2-normalised
 # feature times a fixed simplex ETF drawn with `seed`) | auto (what the loss's authors used:

@@ -29,6 +29,11 @@ def _image_list(name: str) -> Callable:
     return build
 
 
+def _folder(cfg, dry_run: bool = False) -> DataBundle:
+    from datasets.folder import build_folder
+    return build_folder(cfg)  # scans the tree and reads image headers only
+
+
 # name -> builder(cfg, dry_run) -> DataBundle
 DATASETS: Dict[str, Callable[..., DataBundle]] = {
     "cifar10": _cifar("cifar10"),
@@ -38,10 +43,21 @@ DATASETS: Dict[str, Callable[..., DataBundle]] = {
     "imagenet": _image_list("imagenet"),
     "ina2018": _image_list("ina2018"),
     "places": _image_list("places"),
+    # your own data: list files in the same format (train_list / test_list / val_list) ...
+    "imagelist": _image_list("imagelist"),
+    # ... or a class-per-folder tree (datasets/folder.py)
+    "folder": _folder,
 }
 
 
 def build_data(cfg, dry_run: bool = False) -> DataBundle:
     """The data set named by ``cfg.dataset``; with ``dry_run`` nothing is created or
     downloaded (``--dry-run``: a missing data set is an error, an archive is read in place)."""
-    return DATASETS[cfg.dataset](cfg, dry_run)  # a name outside DATASETS fails load_config
+    bundle = DATASETS[cfg.dataset](cfg, dry_run)  # a name outside DATASETS fails load_config
+    if cfg.num_classes is None:  # folder / imagelist without the key: the data's, from now on
+        frozen = cfg.is_frozen()
+        cfg.defrost()
+        cfg.num_classes = len(bundle.cls_num_list)
+        if frozen:
+            cfg.freeze()
+    return bundle

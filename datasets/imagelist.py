@@ -62,6 +62,8 @@ LIST_SPECS: Dict[str, ListSpec] = {
     "places": ListSpec("Places-LT", "Places_LT_train.txt", "Places_LT_test.txt",
                        "Places_LT_val.txt", IMAGENET_MEAN, IMAGENET_STD,
                        ("datasets/data_txt", "data/Places/Places-LT")),
+    # any data set in this format: train_list / test_list (required) and val_list name the files
+    "imagelist": ListSpec("image list", "", "", "", IMAGENET_MEAN, IMAGENET_STD, ()),
 }
 
 
@@ -331,59 +333,74 @@ def _val_list(name: str, root: str, spec: ListSpec) -> Optional[str]:
 
 
 def build_imagelist(cfg, dataset: str) -> DataBundle:
-    """ImageNet-LT / iNaturalist 2018 / Places-LT: the list files from ``cfg.data_path`` or
-    the published folders (:func:`locate_list`), images under ``cfg.data_path``."""
+    """ImageNet-LT / iNaturalist 2018 / Places-LT / any ``imagelist``: the list files from
+    ``cfg.data_path`` or the published folders (:func:`locate_list`), images under
+    ``cfg.data_path``."""
     spec = LIST_SPECS[dataset]
     root = cfg.data_path
-    mode = cfg.class_order  # one of MODES: config.validate
     train_file = locate_list(cfg.train_list or spec.train_list, root, spec,
                              f"{spec.title} training list")
     test_file = locate_list(cfg.test_list or spec.test_list, root, spec,
                             f"{spec.title} test list")
     val_file = _val_list(cfg.val_list, root, spec)
-    num_classes = cfg.num_classes
-    image_size, resize_size = int(cfg.image_size), int(cfg.resize_size)  # >= 1: validated
-
     train = read_image_list(train_file, f"{spec.title} training list")
+    test = read_image_list(test_file, f"{spec.title} test list")
+    val = read_image_list(val_file, f"{spec.title} validation list") if val_file else None
+    # num_classes None (dataset imagelist without the key): the training list's largest id + 1
+    num_classes = cfg.num_classes or int(train.labels.max(initial=-1)) + 1
+    # One stat (no image is opened) catches a data_path that holds the lists but not the images.
+    first = os.path.join(root, train.images[0]) if len(train.images) else ""
+    if first and not os.path.isfile(first):
+        raise DataError(f"{train_file}, line {int(train.lines[0])}: image file not found: "
+                        f"{first} (image paths in the lists are relative to data_path)")
+    return lists_bundle(cfg, spec.title, train, test, val, num_classes, spec.mean, spec.std)
+
+
+def lists_bundle(cfg, title: str, train: ImageList, test: ImageList, val: Optional[ImageList],
+                 num_classes: int, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, extra: Optional[dict] = None
+                 ) -> DataBundle:
+    """The bundle of parsed lists (image paths relative to ``cfg.data_path``): labels checked
+    against ``num_classes``, classes remapped by training frequency (``cfg.class_order``), the
+    reference transforms of ``cfg.image_size`` / ``cfg.resize_size``; ``extra`` joins the
+    bundle's ``extra`` (mean, std, ``class_ids``)."""
+    root, mode = cfg.data_path, cfg.class_order  # one of MODES: config.validate
+    for lst in (train, test):
+        if not len(lst.labels):
+            raise DataError(f"{lst.path}: no images listed")
+    image_size, resize_size = int(cfg.image_size), int(cfg.resize_size)  # >= 1: validated
     check_labels(train, num_classes)
     new_id_of_old, counts = frequency_class_map(train.labels, num_classes, mode)
     if counts[-1] == 0:
         # Labels are in range, so fewer distinct classes than num_classes is the only case.
         missing = np.flatnonzero(np.bincount(train.labels, minlength=num_classes) == 0)
         shown = ", ".join(map(str, missing[:10].tolist())) + (" ..." if missing.size > 10 else "")
-        raise DataError(f"{train_file}: {num_classes - missing.size} distinct classes but "
+        raise DataError(f"{train.path}: {num_classes - missing.size} distinct classes but "
                         f"num_classes is {num_classes} (class ids without training images: "
                         f"{shown})")
-    test = read_image_list(test_file, f"{spec.title} test list")
     check_labels(test, num_classes)
-    val = read_image_list(val_file, f"{spec.title} validation list") if val_file else None
     if val is not None:
         check_labels(val, num_classes)
-    # One stat (no image is opened) catches a data_path that holds the lists but not the images.
-    first = os.path.join(root, train.images[0])
-    if not os.path.isfile(first):
-        raise DataError(f"{train_file}, line {int(train.lines[0])}: image file not found: "
-                        f"{first} (image paths in the lists are relative to data_path)")
     y_train = new_id_of_old[train.labels]
     y_test = new_id_of_old[test.labels]
     log.info("%s: %d training images, %d test images, %d classes (%d..%d per class, class "
-             "order %s); lists %s, %s", spec.title, len(y_train), len(y_test), num_classes,
-             counts[0], counts[-1], mode, train_file, test_file)
+             "order %s); %s, %s", title, len(y_train), len(y_test), num_classes,
+             counts[0], counts[-1], mode, train.path, test.path)
     if val is not None:
-        log.info("%s: %d validation images (list %s)", spec.title, len(val.labels), val_file)
+        log.info("%s: %d validation images (%s)", title, len(val.labels), val.path)
 
     policy = policy_augmentation(cfg, T.AutoAugmentPolicy.IMAGENET)
 
     def make(lst: ImageList, y: np.ndarray, train_tf: bool) -> ImageListDataset:
-        tf = transforms(train_tf, image_size, resize_size, spec.mean, spec.std,
+        tf = transforms(train_tf, image_size, resize_size, mean, std,
                         policy if train_tf else None)
         return ImageListDataset(root, lst.images, y, tf, lst.path)
 
     return DataBundle(
         train=make(train, y_train, True), test=make(test, y_test, False),
-        cls_num_list=counts.tolist(), name=spec.title, in_channels=3,
+        cls_num_list=counts.tolist(), name=title, in_channels=3,
         train_eval=make(train, y_train, False),
         val=None if val is None else make(val, new_id_of_old[val.labels], False),
-        extra={"mean": spec.mean, "std": spec.std,
+        extra={"mean": mean, "std": std,
                # original label of each remapped class: class_ids[new] = id in the list files
-               "class_ids": np.argsort(new_id_of_old).tolist()})
+               "class_ids": np.argsort(new_id_of_old).tolist(), **(extra or {})})

@@ -11,6 +11,8 @@ from models import resnet, resnet_cifar
 from models.heads import CLASSIFIERS, Classifier, build_classifier
 from models.ltnet import LTNet
 from models.resnet_places import build_places_network
+from models.timm_backbone import PREFIX as TIMM_PREFIX
+from models.timm_backbone import build_timm_backbone
 from utils.errors import CheckpointError, ConfigError
 
 CIFAR_BACKBONES = ("resnet8_fe", "resnet20_fe", "resnet32_fe", "resnet44_fe", "resnet56_fe",
@@ -49,7 +51,13 @@ def build_network(cfg, num_classes: int, in_channels: int = 3,
             feat_in = net.classifier.fc.in_features
             net.classifier = _head(kind, feat_in, num_classes, "linear", True, cfg)
         return net
-    backbone = BACKBONES[cfg.backbone](in_channels)
+    if cfg.backbone.startswith(TIMM_PREFIX):
+        if pretrained is None:  # a checkpoint to resume from replaces the weights anyway
+            pretrained = not (cfg.resume and cfg.resume != "auto")
+        backbone = build_timm_backbone(cfg.backbone, in_channels, cfg.pretrained_path,
+                                       load_weights=pretrained)
+    else:
+        backbone = BACKBONES[cfg.backbone](in_channels)
     return LTNet(backbone, _head(kind, backbone.out_dim, num_classes,
                                  classifier_init(cfg.backbone), False, cfg))
 

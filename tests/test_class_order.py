@@ -199,7 +199,7 @@ def test_bundle_stable_order_on_request(places_root):
 
 def test_class_order_key(tmp_path, places_root):
     cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text("dataset: places\n")
+    cfg_file.write_text("dataset: places\nbackbone: resnet152_fe\n")
     assert load_config(str(cfg_file)).class_order == "reference"
     assert load_config(str(cfg_file), ["class_order", "stable"]).class_order == "stable"
     with pytest.raises(ConfigError, match=r"key 'class_order' is 'numpy'; accepted: "

@@ -179,7 +179,8 @@ def test_num_classes_given_nowhere_is_the_data_sets(tmp_path):
     for dataset, classes in (("cifar10", 10), ("cifar100", 100), ("digits", 10),
                              ("imagenet", 1000), ("ina2018", 8142), ("places", 365)):
         p = tmp_path / f"{dataset}.yaml"
-        p.write_text(f"dataset: {dataset}\nimb_factor: {0.1 if 'ci' in dataset else 'null'}\n")
+        p.write_text(f"dataset: {dataset}\nimb_factor: {0.1 if 'ci' in dataset else 'null'}\n"
+                     "backbone: resnet50_fe\n")
         if dataset == "digits":
             p.write_text("dataset: digits\n")
         assert load_config(str(p)).num_classes == classes, dataset

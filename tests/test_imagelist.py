@@ -44,7 +44,7 @@ EXPECTED_ORDER = [1, 2, 3, 0, 4]  # original id of remapped class 0, 1, ...
 def trees(tmp_path_factory):
     """One generated tree per data set kind."""
     return {name: write_image_tree(str(tmp_path_factory.mktemp(name)), name)
-            for name in LIST_SPECS}
+            for name in SEED_CONFIGS}
 
 
 
@@ -60,7 +60,7 @@ def test_frequency_class_map_sorts_by_count_then_id():
         assert new_of_old.tolist() == [4, 0, 1, 2, 3]  # ties 2, 3, 4 keep id order
 
 
-@pytest.mark.parametrize("dataset", sorted(LIST_SPECS))
+@pytest.mark.parametrize("dataset", sorted(SEED_CONFIGS))
 def test_registry_bundle_remaps_train_and_test(trees, dataset):
     assert dataset in DATASETS
     root = trees[dataset]
@@ -121,7 +121,7 @@ REFERENCE_NORM = {
 }
 
 
-@pytest.mark.parametrize("dataset", sorted(LIST_SPECS))
+@pytest.mark.parametrize("dataset", sorted(SEED_CONFIGS))
 def test_normalisation_is_the_reference_one_per_data_set(trees, dataset):
     import torchvision.transforms as T
     mean, std = REFERENCE_NORM[dataset]

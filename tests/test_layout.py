@@ -215,6 +215,7 @@ RUNTIME_CONFIG_ERRORS = {
     "methods/criterion.py": 1,  # the dot regression given a network without its ETF
     "models/__init__.py": 1,    # an ETF wider than the backbone's features
     "models/resnet_places.py": 2,  # ImageNet weights torchvision has not / cannot fetch
+    "models/timm_backbone.py": 5,  # timm not installed, no such model, unreadable weights
     "utils/comm.py": 1,         # device cuda on a machine without one
     "utils/rundir.py": 3,       # output_dir cannot be created or written
 }
