@@ -69,12 +69,14 @@ def build_eval_report(metrics: Mapping[str, Any], cls_num_list: Sequence[int],
                       ranges: ClassRanges, test_counts: Sequence[int],
                       weight_norms: Sequence[float], nc: Optional[Mapping[str, float]] = None,
                       feature_norms: Optional[Sequence[float]] = None,
-                      meta: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                      meta: Optional[Mapping[str, Any]] = None,
+                      class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """The JSON-ready report of one evaluation.
 
     ``metrics`` is :func:`analysis.metrics.classification_report`'s dict (percent);
     ``nc`` the flat NC dict (None when skipped); ``feature_norms`` the per-class centred
-    feature-mean norms; ``meta`` extra top-level entries (checkpoint, epoch, config...).
+    feature-mean norms; ``meta`` extra top-level entries (checkpoint, epoch, config...);
+    ``class_names`` (a folder tree's) adds each class's ``name``.
     Non-finite numbers become null.
     """
     c = len(cls_num_list)
@@ -86,7 +88,8 @@ def build_eval_report(metrics: Mapping[str, Any], cls_num_list: Sequence[int],
             "class": i, "train_count": int(cls_num_list[i]), "group": groups[i],
             "test_count": int(test_counts[i]), "accuracy": _num(acc[i]),
             "weight_norm": _num(weight_norms[i]),
-            "feature_mean_norm": None if feature_norms is None else _num(feature_norms[i])})
+            "feature_mean_norm": None if feature_norms is None else _num(feature_norms[i]),
+            **({"name": class_names[i]} if class_names else {})})
     report: Dict[str, Any] = dict(meta or {})
     report.update({
         "num_classes": c,

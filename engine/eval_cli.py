@@ -277,7 +277,8 @@ def _run_eval(cfg, local_rank: Optional[int], out_dir: Optional[str], nc: bool,
                     None if feat_norms is None else feat_norms.tolist(),
                     meta={**run.checkpoint_meta(cfg), "config_name": cfg.name,
                           "dataset": cfg.dataset, "posthoc": metrics["posthoc"],
-                          "backbone": cfg.backbone})
+                          "backbone": cfg.backbone},
+                    class_names=(run.data.extra or {}).get("class_names"))
                 title = f"{cfg.name or checkpoint_stem(cfg.resume)} ep {rep['checkpoint_epoch']}"
                 paths = write_eval_report(rep, out, title)
                 log.info("report written to %s (%s)", out,

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from utils import comm
+from utils.slurm import PREEMPT_SIGNALS
 
 
 @dataclass
@@ -87,7 +88,8 @@ class RandomStreams:
 
 
 class StopFlag:
-    """Set by SIGTERM / SIGINT; the training loop stops after the current step.
+    """Set by SIGTERM / SIGINT, and by SLURM's pre-emption signals SIGUSR1 / SIGUSR2
+    (:data:`utils.slurm.PREEMPT_SIGNALS`); the training loop stops after the current step.
 
     ``group``: the process group the ranks agree through (``comm.host_group()``)."""
 
@@ -97,7 +99,7 @@ class StopFlag:
         self._old: Dict[int, Any] = {}
 
     def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, *PREEMPT_SIGNALS):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread (e.g. under a test runner thread)
@@ -110,6 +112,11 @@ class StopFlag:
 
     def _handle(self, signum, frame) -> None:
         self.signum = signum
+
+    @property
+    def preempted(self) -> bool:
+        """Whether the signal was a pre-emption notice (save, requeue, exit)."""
+        return self.signum in PREEMPT_SIGNALS
 
     def any_rank(self) -> bool:
         """True on every rank if any rank was signalled, so all ranks stop at the same step;

@@ -33,7 +33,7 @@ from engine.runtime import autocast_factory, grad_scaler, seed_everything
 from engine.state import CutEpoch, RandomStreams, StopFlag, TrainState
 from methods import mixup_criterion
 from methods.mixup import batch_mixing
-from utils import comm
+from utils import comm, slurm
 from utils.checkpoint import load_checkpoint
 from utils.errors import (
     EXIT_NONFINITE,
@@ -196,6 +196,10 @@ class Trainer(RunParts):
             return 0
         except Interrupted:
             self.save(best=False, metrics=self.epoch_metrics)
+            if self.stop.preempted:  # SLURM's notice: every rank saved, rank 0 requeues
+                what = comm.on_main(slurm.requeue)
+                comm.on_main(log.warning, "pre-empted at epoch %d, step %d: checkpoint saved, "
+                             "%s", self.state.epoch + 1, self.state.iteration, what)
             comm.on_main(log.warning, "interrupted by signal %d at epoch %d, iteration %d; "
                          "resume with: %s", self.stop.signum, self.state.epoch + 1,
                          self.state.iteration, self.resume_command())

@@ -11,7 +11,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from tests.fixtures import write_cifar  # noqa: E402
+from tests.fixtures import (  # noqa: E402
+    DIGITS_CE,
+    RESUME_MIX,
+    final_weights,
+    only_run_dir,
+    read_metrics,
+    strip_seconds,
+    write_cifar,
+)
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +35,18 @@ def full_cifar(tmp_path_factory):
 def small_cifar10(tmp_path_factory):
     root = tmp_path_factory.mktemp("cifar_small")
     return write_cifar(str(root), "cifar10", 60, 10)
+
+
+@pytest.fixture(scope="session")
+def baseline(tmp_path_factory):
+    """An uninterrupted 3-epoch digits run with mixup (deterministic, CPU): its metrics rows
+    (without seconds) and final weights, which every exact-resume test must reproduce."""
+    from engine import commands
+    out = tmp_path_factory.mktemp("baseline")
+    assert commands.train_stage1(["--cfg", DIGITS_CE, "output_dir", str(out), "num_epochs", "3",
+                                  *RESUME_MIX]) == 0
+    run = only_run_dir(str(out))
+    return strip_seconds(read_metrics(run)), final_weights(run)
 
 
 def pytest_collection_modifyitems(config, items):

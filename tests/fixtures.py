@@ -9,6 +9,7 @@ import pickle
 import random
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tarfile
@@ -16,17 +17,13 @@ import time
 from typing import List
 
 import numpy as np
+import torch
 from PIL import Image
 
 from config import get_cfg_defaults
 from datasets.imagelist import LIST_SPECS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
@@ -191,9 +188,8 @@ def only_run_dir(output_dir: str) -> str:
 
 
 DIGITS_CE = os.path.join(ROOT, "config", "digits", "digits_imb005_ce.yaml")
-
-
 DIGITS_ARB = os.path.join(ROOT, "config", "digits", "digits_imb005_arbloss.yaml")
+RESUME_MIX = ["mixup", "True", "print_freq", "3"]  # the exact-resume runs (conftest: baseline)
 
 
 def signal_after_step(monkeypatch, step: int, signum: int = signal.SIGTERM) -> None:
@@ -274,3 +270,119 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def strip_seconds(rows):
+    """metrics.jsonl rows without their wall-clock field (to compare runs)."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def final_weights(run):
+    """Backbone and classifier tensors of a run's current checkpoint."""
+    from utils.checkpoint import load_checkpoint
+    ckpt = load_checkpoint(os.path.join(run, "ckps", "current.pth.tar"))
+    return {**ckpt["state_dict_model"], **ckpt["state_dict_classifier"]}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+PUBLISHED_CONFIGS = os.path.join(ROOT, "tests", "data", "published_configs")
+
+
+def one_error_line(capsys, prog: str = "") -> str:
+    """The one stderr line of a refused command (no traceback), starting ``<prog>: error: ``
+    when ``prog`` is given."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: " if prog else ""), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def expected_loss(r: dict) -> str:
+    """The dry-run's loss line of a published config ``r`` (its raw yaml), from its flags."""
+    if r.get("arbloss"):
+        loss = ("ARB-Loss (global counts)" if r.get("arb_loss_use_global_class_cnt")
+                else "ARB-Loss (batch counts)")
+    else:
+        loss = "cross-entropy"
+    return loss + (f" + mixup (alpha {r['alpha']})" if r["mixup"] else "")
+
+
+def random_net(cfg, in_channels, seed=0, lws=False):
+    """A network of the config with random weights whose classifier rows have very
+    different norms (so tau matters)."""
+    from models import build_network
+    from models.heads import LearnableWeightScaling
+    torch.manual_seed(seed)
+    net = build_network(cfg, cfg.num_classes, in_channels)
+    with torch.no_grad():
+        w = net.classifier.fc.weight
+        w.mul_(torch.linspace(3.0, 0.3, w.shape[0])[:, None])
+    if lws:
+        net.lws = LearnableWeightScaling(cfg.num_classes)
+        with torch.no_grad():
+            net.lws.learned_norm.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def save_network(net, path, epoch=7):
+    """``net`` as a checkpoint file (network state and epoch only)."""
+    from utils.checkpoint import network_state
+    torch.save({**network_state(net), "epoch": epoch}, path)
+    return str(path)
+
+
+# the loss line of --dry-run and of the run log, per loss key (defaults of the loss keys)
+LOSS_DESCRIPTIONS = {
+    "ce": "loss: cross-entropy",
+    "arb": "loss: ARB-Loss (batch counts)",
+    "balanced_softmax": "loss: Balanced Softmax (training-set counts)",
+    "logit_adjust": "loss: logit-adjusted cross-entropy (tau 1)",
+    "ldam": "loss: LDAM (max margin 0.5, scale 30)",
+    "focal": "loss: focal loss (gamma 2)",
+    "cb": "loss: class-balanced softmax cross-entropy (beta 0.9999)",
+    "label_smoothing": "loss: label smoothing (epsilon 0.1)",
+    "dr": "loss: dot regression to the fixed ETF (per-batch class scaling)",
+}
+
+
+def fake_scontrol(tmp_path, code=0):
+    """An ``scontrol`` on PATH that records its arguments in ``calls.txt``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "scontrol"
+    script.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'calls.txt'}\n"
+                      f"echo 'scontrol: error: refused' >&2\nexit {code}\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return bin_dir
+
+
+# ---------------------------------------------------------------- your own data (folder trees)
+CLASSES = ["cat", "dog", "eel", "fox", "gnu", "yak"]
+
+
+def write_folder_tree(root, train_per_class=20, test_per_class=2, classes=CLASSES, size=16,
+                      test_split="test"):
+    """Tiny JPEGs (a colour per class) in ImageFolder's layout: root/train/<class>/ and
+    root/<test_split>/<class>/."""
+    rng = np.random.RandomState(0)
+    for split, n in (("train", train_per_class), (test_split, test_per_class)):
+        for k, c in enumerate(classes):
+            folder = os.path.join(root, split, c)
+            os.makedirs(folder, exist_ok=True)
+            for i in range(n if isinstance(n, int) else n[k]):
+                colour = (40 * k % 256, int(rng.randint(256)), 255 - 30 * k % 256)
+                Image.new("RGB", (size + i % 3, size), colour).save(
+                    os.path.join(folder, f"{i:03d}.jpg"))
+    return str(root)
+
+
+def folder_yaml(tmp_path, text=""):
+    p = tmp_path / "own.yaml"
+    p.write_text("dataset: folder\nbackbone: resnet8_fe\n" + text)
+    return str(p)

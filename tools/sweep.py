@@ -15,6 +15,13 @@ each child gets ``OMP_NUM_THREADS = cpus // N`` unless the variable is set (resu
 the thread count in the last bits: set it to reproduce a table on another machine). The
 output of each run is kept in ``DIR/sweep_logs/NAME.log``.
 
+``--launcher slurm`` submits each run as a SLURM job through submitit (``pip install
+submitit``): ``--partition``, ``--nodes``, ``--gpus-per-node`` (one task per GPU; the tasks
+form one process group from their SLURM variables) and ``--time-min`` set the job; SLURM sends
+SIGUSR2 90 s before the time limit and the run saves a resumable checkpoint and requeues its
+job (README, "On a SLURM cluster"). The sweep waits for every job, then writes the same run
+folders, ``sweep.csv`` and table; submitit's own logs go to ``DIR/sweep_logs/submitit/``.
+
 Rerunning the same command skips finished runs (``num_epochs`` rows in metrics.jsonl and a
 ``current.pth.tar`` of the last epoch) and resumes unfinished ones (``resume auto``: the newest
 run of that name under DIR). A failing run is reported with the last line of its output and
@@ -107,6 +114,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--plot", action="store_true", help="also draw DIR/sweep.png")
     p.add_argument("--vary", action="append", nargs="+", default=[], metavar="KEY V",
                    help="KEY V1 V2 ...: one run per value (repeatable: cross product)")
+    p.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                   help="local: subprocesses on this machine (default); slurm: a SLURM job "
+                        "per run through submitit")
+    p.add_argument("--partition", default="", help="slurm: the partition (default: the "
+                                                   "cluster's)")
+    p.add_argument("--nodes", type=int, default=1, help="slurm: nodes per run (default 1)")
+    p.add_argument("--gpus-per-node", type=int, default=1,
+                   help="slurm: GPUs (= tasks) per node (default 1)")
+    p.add_argument("--time-min", type=int, default=24 * 60,
+                   help="slurm: time limit of a job in minutes (default 1440)")
+    # submitit's executor kind: None = detect SLURM; tests use "local"
+    p.add_argument("--submitit-cluster", default=None, help=argparse.SUPPRESS)
     # the training script (tests use one with a fault hook)
     p.add_argument("--script", default=os.path.join(ROOT, "train_stage1.py"),
                    help=argparse.SUPPRESS)
@@ -116,6 +135,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.opts = args.opts[1:]
     if args.jobs < 1:
         p.error("--jobs must be >= 1")
+    if min(args.nodes, args.gpus_per_node, args.time_min) < 1:
+        p.error("--nodes, --gpus-per-node and --time-min must be >= 1")
     for v in args.vary:
         if len(v) < 2:
             p.error(f"--vary {' '.join(v)}: give a key and at least one value")
@@ -278,6 +299,62 @@ class Runner:
                 signal.signal(s, h)
 
 
+def require_submitit():
+    """The submitit module, or a UserError line saying how to install it."""
+    try:
+        import submitit
+    except ImportError:
+        raise UserError("--launcher slurm needs submitit: pip install submitit") from None
+    return submitit
+
+
+def run_in_job(argv: List[str]) -> int:
+    """What a submitit job runs: one training run in this process (each SLURM task of the
+    job runs it; they form one group from their SLURM variables)."""
+    from engine import commands
+    return commands.train_stage1(argv)
+
+
+class SlurmRunner:
+    """Submits every run as a job through submitit and waits for them all."""
+
+    def __init__(self, args: argparse.Namespace, out: str):
+        submitit = require_submitit()
+        self.args, self.out, self.signum = args, out, 0
+        self.executor = submitit.AutoExecutor(
+            folder=os.path.join(out, "sweep_logs", "submitit", "%j"),
+            cluster=args.submitit_cluster)
+        params = dict(nodes=args.nodes, tasks_per_node=args.gpus_per_node,
+                      timeout_min=args.time_min, slurm_signal_delay_s=90)
+        if self.executor.cluster == "slurm":
+            params.update(gpus_per_node=args.gpus_per_node, slurm_additional_parameters={
+                "requeue": True})
+            if args.partition:
+                params["slurm_partition"] = args.partition
+        self.executor.update_parameters(**params)
+
+    def run_all(self, todo: Sequence[Run]) -> None:
+        jobs = []
+        for run in todo:
+            self.executor.update_parameters(name=run.name)
+            argv = ["--cfg", run.cfg_path, *run.opts, "resume", "auto"]
+            jobs.append((run, self.executor.submit(run_in_job, argv)))
+            print(f"submitted {run.name}: job {jobs[-1][1].job_id}", flush=True)
+        for k, (run, job) in enumerate(jobs, 1):
+            try:
+                code = job.result()
+            except Exception as e:  # noqa: BLE001 - the job failed: report and go on
+                code, run.message = None, one_line(str(e)).split(" Traceback")[0][-300:]
+            locate(run, self.out)
+            if code == 0 and run.status == "done":
+                print(f"[{k}/{len(jobs)}] done {run.name} (job {job.job_id})", flush=True)
+            else:
+                run.status = "failed"
+                run.message = run.message or f"exit status {code}"
+                print(f"[{k}/{len(jobs)}] FAILED {run.name} (job {job.job_id}): "
+                      f"{run.message}", flush=True)
+
+
 # ------------------------------------------------------------------ summary
 def write_csv(runs: Sequence[Run], path: str) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
@@ -375,6 +452,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     lock = RunLock(out, SWEEP_LOCK, "another sweep is running there")
     try:
         runs = plan(args)
+        if args.launcher == "slurm":
+            require_submitit()
         os.makedirs(out, exist_ok=True)
         lock.acquire()  # one sweep per folder: a second would train every run again
     except UserError as e:
@@ -383,13 +462,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     except OSError as e:
         sys.stderr.write(f"{PROG}: error: --out: cannot create {out} ({e.strerror or e})\n")
         return EXIT_USER_ERROR
+    try:
+        return _sweep(args, runs, out)
+    finally:
+        lock.release()  # (a process that ends releases it too; main() may run in-process)
+
+
+def _sweep(args: argparse.Namespace, runs: List[Run], out: str) -> int:
     for run in runs:
         locate(run, out)
     todo = [r for r in runs if r.status != "done"]
-    runner = Runner(args, out)
+    if args.launcher == "slurm":
+        runner = SlurmRunner(args, out)
+        how = f"as {runner.executor.cluster} jobs through submitit"
+    else:
+        runner = Runner(args, out)
+        how = (f"{args.jobs} at a time (OMP_NUM_THREADS={runner.env['OMP_NUM_THREADS']})")
     print(f"{len(runs)} runs, {len(runs) - len(todo)} already finished; {len(todo)} to run, "
-          f"{args.jobs} at a time (OMP_NUM_THREADS={runner.env['OMP_NUM_THREADS']})",
-          flush=True)
+          f"{how}", flush=True)
     runner.run_all(todo)
     failed = [r for r in runs if r.status == "failed"]
     write_csv(runs, os.path.join(out, "sweep.csv"))

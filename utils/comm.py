@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 
+from utils import slurm
 from utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -157,19 +158,26 @@ def init_distributed(settings: DistSettings, local_rank_arg: Optional[int] = Non
                      timeout_min: float = 30.0) -> DistInfo:
     """Initialise torch.distributed from a launcher's environment (torchrun,
     ``python -m torch.distributed.launch``) or from the yaml keys ``world_size``, ``rank``,
-    ``dist_url``; otherwise a single process. Picks the device once."""
+    ``dist_url``, or from an srun step's SLURM variables (:mod:`utils.slurm`); otherwise a
+    single process. Picks the device once."""
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", local_rank_arg if local_rank_arg is not None
                                     else -1))
     # As torchvision's references: a launcher (torchrun, torch.distributed.launch) sets RANK
     # and WORLD_SIZE; its processes always form a group, also a group of one.
     launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    slurm_task = None if launched else slurm.task_from_env()
     if launched:
         world, rank = env_world, int(os.environ["RANK"])
         init_method = "env://"
         if settings.world_size not in (-1, env_world):
             log.warning("config world_size=%d differs from the launcher's %d processes; "
                         "using the launcher's", settings.world_size, env_world)
+    elif slurm_task is not None:  # an srun step of several tasks, without torchrun
+        world, rank, local_rank = slurm_task.world_size, slurm_task.rank, slurm_task.local_rank
+        init_method = f"tcp://{slurm_task.master_addr}:{slurm_task.master_port}"
+        log.info("SLURM task %d of %d (local %d); rendezvous %s", rank, world, local_rank,
+                 init_method)
     elif settings.world_size > 1 and settings.dist_url != "env://":
         # rank in 0 .. world_size-1 was checked by load_config
         world, rank, init_method = settings.world_size, settings.rank, settings.dist_url
