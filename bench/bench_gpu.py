@@ -16,7 +16,14 @@
    epoch, the test-set evaluation timed once, and the projected wall time of the recipe's
    200 epochs (training + evaluation every epoch).
 
-``--rehearsal`` runs every path with tiny sizes (for checking the script on a CPU).
+3. The same ResNet-32 recipe with the training step compiled (``compile_mode``: forward, loss
+   with its batch counts, backward as one graph; ``reduce-overhead`` replays it as CUDA
+   graphs), eager and compiled side by side on whatever device this runs on, the CPU included
+   (device pipeline, fp32): the first epoch (compilation included), the best timed epoch and
+   the projected 200 epochs.
+
+``--rehearsal`` runs every path with tiny sizes (for checking the script on a CPU);
+``--compile-only`` runs part 3 alone.
 """
 from __future__ import annotations
 
@@ -90,6 +97,41 @@ def resnet32_rows(device, data: DataBundle, epochs: int, workers: int) -> list:
     return rows
 
 
+def compile_modes(device) -> list:
+    """Eager and the compiled step; CUDA graphs only where there is CUDA."""
+    return ["none", "default"] + (["reduce-overhead"] if device.type == "cuda" else [])
+
+
+def resnet32_compile_rows(device, data: DataBundle, epochs: int) -> list:
+    """Eager vs compiled training step, ResNet-32 CIFAR-100-LT recipe, device pipeline, fp32."""
+    rows = []
+    for mode in compile_modes(device):
+        cfg = load_config(CIFAR_CFG, ["device", device.type, "workers", "0", "device_pipeline",
+                                      "True", "deterministic", "False", "compile_mode", mode,
+                                      "print_freq", "1000000"])
+        trainer = Trainer(cfg, DistInfo(False, 0, 1, 0, device), data=data)
+        trainer.prepare()
+        times = []
+        for epoch in range(epochs + 1):  # epoch 0: compilation / capture, cudnn autotuning
+            sync(device)
+            t0 = time.perf_counter()
+            trainer.train_one_epoch(epoch)
+            sync(device)
+            times.append(time.perf_counter() - t0)
+        sync(device)
+        t0 = time.perf_counter()
+        trainer.evaluate()
+        sync(device)
+        eval_s = time.perf_counter() - t0
+        trainer.close()
+        best = min(times[1:])
+        rows.append([mode, f"{times[0]:.2f}", f"{len(data.train) / best:,.0f}", f"{best:.2f}",
+                     f"{eval_s:.2f}", f"{(200 * (best + eval_s) + times[0] - best) / 60:.1f} min"])
+        print(f"  compile_mode {mode}: epochs {', '.join(f'{t:.2f}' for t in times)} s, eval "
+              f"{eval_s:.2f} s", flush=True)
+    return rows
+
+
 def resnet50_step_seconds(device, amp: str, channels_last: bool, batch: int, size: int,
                           steps: int) -> float:
     """Mean seconds of one ResNet-50 training step (after 5 warm-up steps)."""
@@ -148,6 +190,8 @@ def main() -> None:
     p.add_argument("--r50-steps", type=int, default=20, help="timed ResNet-50 steps")
     p.add_argument("--rehearsal", action="store_true",
                    help="tiny sizes: check every path quickly on any device")
+    p.add_argument("--compile-only", action="store_true",
+                   help="only the eager vs compiled ResNet-32 table")
     args = p.parse_args()
     device = pick_device()
     header("GPU throughput: ResNet-32 CIFAR-100-LT epochs, ResNet-50 steps", device)
@@ -157,13 +201,18 @@ def main() -> None:
     else:
         data, epochs, workers = cifar100_lt(10_000), args.epochs, args.workers
         r50 = dict(batch=256, size=224, steps=args.r50_steps)
-    print(f"ResNet-50, batch {r50['batch']}, {r50['size']} x {r50['size']}, 1,000 classes, "
-          f"mixup + ARB-Loss + SGD; mean of {r50['steps']} steps:", flush=True)
-    table(["amp", "channels_last", "ms / step", "images/s"], resnet50_rows(device, **r50))
-    print(f"ResNet-32, CIFAR-100-LT shape ({len(data.train):,} training / {len(data.test):,} "
-          f"test images), ARB-Loss + mixup, batch 128; best of {epochs} epochs:", flush=True)
-    table(["input path", "amp", "train images/s", "epoch s", "eval s", "200 epochs"],
-          resnet32_rows(device, data, epochs, workers))
+    shape = (f"CIFAR-100-LT shape ({len(data.train):,} training / {len(data.test):,} test "
+             f"images), ARB-Loss + mixup, batch 128; best of {epochs} epochs")
+    if not args.compile_only:
+        print(f"ResNet-50, batch {r50['batch']}, {r50['size']} x {r50['size']}, 1,000 classes, "
+              f"mixup + ARB-Loss + SGD; mean of {r50['steps']} steps:", flush=True)
+        table(["amp", "channels_last", "ms / step", "images/s"], resnet50_rows(device, **r50))
+        print(f"ResNet-32, {shape}:", flush=True)
+        table(["input path", "amp", "train images/s", "epoch s", "eval s", "200 epochs"],
+              resnet32_rows(device, data, epochs, workers))
+    print(f"ResNet-32, {shape}, device pipeline, fp32, eager vs compiled step:", flush=True)
+    table(["compile_mode", "first epoch s", "train images/s", "epoch s", "eval s",
+           "200 epochs"], resnet32_compile_rows(device, data, epochs))
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ _CHOICES = {
                  "resnet101_fe", "resnet152_fe"),
     "cb_base": ("softmax", "focal"),
     "stage2_method": ("mislas", "crt", "lws"),
+    "compile_mode": ("none", "default", "reduce-overhead", "max-autotune"),
 }
 
 # The backbones of dataset 'places': ImageNet ResNets whose torchvision layout the frozen
@@ -495,6 +496,10 @@ POLICY_DATASETS = ("cifar10", "cifar100", "imagenet", "ina2018", "places", "imag
 
 
 def _check_augmentation(cfg: CN) -> None:
+    if cfg.compile and cfg.compile_mode != "none":
+        raise ConfigError(f"keys 'compile' (the network) and 'compile_mode' "
+                          f"({cfg.compile_mode!r}, the whole step) are both set; accepted: "
+                          "one of them (compile_mode covers the network too)")
     on = [k for k in ("autoaugment", "randaugment") if cfg[k]]
     if len(on) > 1:
         raise ConfigError("keys 'autoaugment' and 'randaugment' are both True; accepted: at "

@@ -145,7 +145,10 @@ _C.eval_logit_adjust = 0.0  # logits - tau * log(training prior) (Menon et al. 2
 # ---------------------------------------------------------------- speed
 _C.amp = 'none'  # mixed precision on CUDA: none | bf16 | fp16
 _C.channels_last = False  # channels_last memory format on CUDA
-_C.compile = False  # torch.compile the network
+_C.compile = False  # torch.compile the network only (forward; compile_mode covers more)
+# torch.compile the training step: forward, loss (its batch class counts included) and backward as
+# one graph: none | default | reduce-overhead (CUDA graphs on a GPU) | max-autotune
+_C.compile_mode = 'none'
 # in-memory data (CIFAR, digits): keep the training set on the run's device and augment whole
 # batches there
 _C.device_pipeline = False

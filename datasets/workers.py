@@ -113,7 +113,11 @@ def shutdown_workers(loader) -> None:
 def stop_worker_processes(timeout: float = 5.0) -> None:
     """Last line of defence at the end of a run, whatever ended it: finalise loaders that are
     no longer referenced (their workers exit cleanly), then kill any worker process still
-    alive, so the process can always exit (see :func:`shutdown_workers`)."""
+    alive, so the process can always exit (see :func:`shutdown_workers`). Without worker
+    processes alive there is nothing to do (and a full garbage collection, a good part of a
+    second in a large process, is skipped)."""
+    if not multiprocessing.active_children():
+        return
     gc.collect()
     for p in multiprocessing.active_children():
         p.kill()

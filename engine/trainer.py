@@ -11,6 +11,7 @@ Subclasses change one part by overriding one method (``build_network``,
 """
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
 import time
@@ -49,6 +50,21 @@ from utils.rundir import (
 )
 
 log = logging.getLogger("train")
+
+
+def forward_and_loss(train_net: nn.Module, criterion, autocast, x: torch.Tensor,
+                     y_a: torch.Tensor, y_b: torch.Tensor, lam, cnt: Optional[torch.Tensor],
+                     want_features: bool):
+    """Forward (the classifier's input too when ``want_features``) and the mixed loss: the
+    part of a training step that ``compile_mode`` compiles. Returns (loss, logits, features)."""
+    feats = None
+    with autocast():
+        if want_features:
+            out, feats = train_net(x, return_features=True)
+        else:
+            out = train_net(x)
+    loss = mixup_criterion(criterion, out.float(), y_a, y_b, lam, cnt, feats)
+    return loss, out, feats
 
 
 class Trainer(RunParts):
@@ -168,6 +184,10 @@ class Trainer(RunParts):
                 net, device_ids=[device.index] if device.type == "cuda" else None)
         if cfg.compile:
             self.train_net = torch.compile(self.train_net)
+        # compiled: one graph (backward by AOT autograd) per input signature: full / last batch
+        step = functools.partial(forward_and_loss, self.train_net, self.criterion, self.autocast)
+        self.forward_loss = step if cfg.compile_mode == "none" else torch.compile(
+            step, mode=cfg.compile_mode, dynamic=False)
         rank, world = self.dist.rank, self.dist.world_size
         self.train_loader = self.build_train_loader()
         self.test_loader = eval_loader(cfg, self.data, "test", device, rank, world)
@@ -315,13 +335,10 @@ class Trainer(RunParts):
         cnt = criterion.counts_for(y_a, cfg.num_classes)
         want_features = (criterion.needs_features
                          or any(h.wants_features(global_step) for h in self.hooks))
-        feats = None
-        with self.autocast():
-            if want_features:
-                out, feats = self.train_net(x, return_features=True)
-            else:
-                out = self.train_net(x)
-        loss = mixup_criterion(criterion, out.float(), y_a, y_b, lam, cnt, feats)
+        # compiled: this batch's mixing weight is an input of the graph, not a constant in it
+        lam_in = (torch.full((), lam, dtype=torch.float32, device=device)
+                  if lam != 1.0 and cfg.compile_mode != "none" else lam)
+        loss, out, feats = self.forward_loss(x, y_a, y_b, lam_in, cnt, want_features)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()

@@ -32,8 +32,14 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 def batch_class_counts(target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """How many samples of each class are in ``target`` (float, on target's device)."""
-    return torch.bincount(target, minlength=num_classes).to(torch.float32)
+    """How many samples of each class are in ``target`` (float, on target's device).
+
+    A scatter-add into a fixed-size vector, not ``torch.bincount``: its output size depends on
+    the largest label, which on a GPU costs a device-to-host synchronisation and breaks a
+    compiled / graph-captured step (``compile_mode``)."""
+    ones = torch.ones_like(target, dtype=torch.float32)
+    return torch.zeros(num_classes, dtype=torch.float32, device=target.device).scatter_add_(
+        0, target, ones)
 
 
 def log_counts(class_cnt: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ def mixup_data(x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0,
 
 
 def mixup_criterion(criterion: ClassCountLoss, pred: torch.Tensor, y_a: torch.Tensor,
-                    y_b: torch.Tensor, lam: float,
+                    y_b: torch.Tensor, lam: Union[float, torch.Tensor],
                     class_cnt: Optional[torch.Tensor] = None,
                     features: Optional[torch.Tensor] = None) -> torch.Tensor:
     """lam * L(pred, y_a) + (1 - lam) * L(pred, y_b).
@@ -44,13 +44,14 @@ def mixup_criterion(criterion: ClassCountLoss, pred: torch.Tensor, y_a: torch.Te
     Both terms use the same counts: ``class_cnt``, or when None the loss's own choice for the
     un-permuted targets ``y_a`` (:meth:`ClassCountLoss.counts_for`); y_b is a permutation of
     y_a, so its classes are all present. ``features`` (the classifier's input) go to a loss
-    that ``needs_features``.
+    that ``needs_features``. ``lam`` may be a 0-d tensor (a compiled step takes it as an
+    input, so that each batch's draw is not a constant to compile again).
     """
     if class_cnt is None:
         class_cnt = criterion.counts_for(y_a, pred.shape[1])
     extra = {"features": features} if criterion.needs_features else {}
     loss_a = criterion(pred, y_a, class_cnt, **extra)
-    if lam == 1.0:
+    if not isinstance(lam, torch.Tensor) and lam == 1.0:
         return loss_a
     return lam * loss_a + (1.0 - lam) * criterion(pred, y_b, class_cnt, **extra)
 
