@@ -386,3 +386,17 @@ def folder_yaml(tmp_path, text=""):
     p = tmp_path / "own.yaml"
     p.write_text("dataset: folder\nbackbone: resnet8_fe\n" + text)
     return str(p)
+
+
+# One training run per loss recipe (cheapest on CIFAR-10 at imbalance factor 10: 36 images
+# from 10 a class) and per kind of data: image lists (imb_factor null), Places-LT (frozen
+# backbone + block).
+PUBLISHED_TRAIN = [
+    "arbloss/cifar10/cifar10_imb01.yaml",  # cross-entropy
+    "mislas/cifar10/cifar10_imb01_stage1_mixup.yaml",  # cross-entropy + mixup
+    "arbloss/cifar10/cifar10_imb01_arbloss.yaml",  # ARB-Loss, batch counts
+    "arbloss/cifar10/cifar10_imb01_arbloss_mixup.yaml",  # ... + mixup
+    "arbloss/cifar10/cifar10_imb01_arbloss_ugcc.yaml",  # ARB-Loss, training-set counts
+    "arbloss/imagenet/imagenet_resnet50_arbloss_ugcc_mixup.yaml",  # ... + mixup
+    "arbloss/places/places_resnet50_arbloss_ugcc_mixup.yaml",
+]

@@ -1,4 +1,6 @@
-"""Neural-collapse metrics, the eval.py report folder and the trainer's epoch_analysis hook."""
+"""Neural-collapse metrics, the eval.py report folder and the trainer's epoch_analysis hook.
+
+Here: the in-process training and evaluation runs; the rest in tests/unit/test_analysis.py."""
 import csv
 import json
 import os

@@ -1,5 +1,7 @@
 """Augmentation keys: AutoAugment / RandAugment in the transform lists, CutMix, and short
-training runs with each on."""
+training runs with each on.
+
+Here: the in-process training and evaluation runs; the rest in tests/unit/test_augment.py."""
 import os
 
 import numpy as np

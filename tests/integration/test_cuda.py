@@ -1,7 +1,9 @@
 """Every CUDA code path: mixed precision (bf16, fp16 with the loss scaler), channels_last,
 torch.compile, the CIFAR and image-list device pipelines on the GPU, deterministic mode, exact
 resume, a 1-process NCCL group. All marked ``cuda``: they skip without a CUDA device and are
-run by ``bench/gpu_check.sh`` on a GPU machine."""
+run by ``bench/gpu_check.sh`` on a GPU machine.
+
+Here: the in-process training and evaluation runs; the rest in tests/processes/test_cuda.py."""
 import json
 import os
 
@@ -76,6 +78,29 @@ def test_channels_last_gives_the_same_logits(tmp_path, monkeypatch):
 def test_compile_trains(tmp_path):
     run = train(DIGITS_CE, tmp_path, "compile", "True", "num_epochs", "1")
     assert np.isfinite(read_metrics(run)[-1]["train_loss"])
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_the_compiled_step_trains_like_eager_and_resumes_exactly(tmp_path, monkeypatch, mode):
+    """compile_mode on CUDA (reduce-overhead: CUDA graphs), mixup + ARB-Loss batch counts:
+    the digits demo within 1 point of eager, and an interrupted compiled run resumed exactly
+    as the uninterrupted compiled one."""
+    common = ["deterministic", "True", "mixup", "True", "num_epochs", "3"]
+    eager = rows_of(train_dir(DIGITS_ARB, tmp_path / "eager", *common))
+    base = rows_of(train_dir(DIGITS_ARB, tmp_path / "base", *common, "compile_mode", mode))
+    assert abs(base[-1]["acc1"] - eager[-1]["acc1"]) <= 1.0, (base[-1], eager[-1])
+    signal_after_step(monkeypatch, 10)  # SIGTERM during step 3 of epoch 2
+    args = ["--cfg", DIGITS_ARB, "output_dir", str(tmp_path / "cut"), *CUDA, *common,
+            "compile_mode", mode]
+    assert commands.train_stage1(args) == 128 + 15
+    monkeypatch.undo()
+    assert commands.train_stage1(args + ["resume", "auto"]) == 0
+    assert rows_of(tmp_path / "cut") == base
+
+
+def train_dir(cfg, out, *opts):
+    train(cfg, out, *opts)
+    return out
 
 
 def test_deterministic_cuda_runs_are_identical(tmp_path):

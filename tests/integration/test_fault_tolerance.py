@@ -1,5 +1,8 @@
 """Exact resume, atomic checkpoints, safe loading, numerical faults, bad input, and run folders
-that belong to one config and one process (the real-process cases: test_faults_processes.py)."""
+that belong to one config and one process (the real-process cases: test_faults_processes.py).
+
+Here: the in-process training and evaluation runs; the rest in
+tests/unit/test_fault_tolerance.py, tests/processes/test_fault_tolerance.py."""
 import hashlib
 import os
 import shutil

@@ -1,4 +1,6 @@
-"""Image-list data sets (ImageNet-LT, iNaturalist 2018, Places-LT) on generated JPEG trees."""
+"""Image-list data sets (ImageNet-LT, iNaturalist 2018, Places-LT) on generated JPEG trees.
+
+Here: the in-process training and evaluation runs; the rest in tests/unit/test_imagelist.py."""
 import json
 import os
 

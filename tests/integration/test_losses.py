@@ -1,6 +1,8 @@
 """The re-balancing baselines (Balanced Softmax, logit adjustment, LDAM + DRW, focal,
 class-balanced, label smoothing) against their formulas written out directly, their
-equivalences, how ``loss`` and the ARB flags combine, and short training runs with each."""
+equivalences, how ``loss`` and the ARB flags combine, and short training runs with each.
+
+Here: the in-process training and evaluation runs; the rest in tests/unit/test_losses.py."""
 import math
 import os
 import signal

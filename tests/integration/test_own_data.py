@@ -1,5 +1,7 @@
 """Your own data: a class-per-folder tree (dataset folder) and generic list files (dataset
-imagelist)."""
+imagelist).
+
+Here: the in-process training and evaluation runs; the rest in tests/unit/test_own_data.py."""
 import json
 import os
 

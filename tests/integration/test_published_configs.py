@@ -1,6 +1,9 @@
 """The published yaml files of ARB-Loss and MiSLAS (verbatim copies under
 tests/data/published_configs, see the README.txt there) run unchanged, and our configs of the same
-name carry the published values."""
+name carry the published values.
+
+Here: the in-process training and evaluation runs; the rest in
+tests/unit/test_published_configs.py, tests/processes/test_published_configs.py."""
 import glob
 import os
 
@@ -9,6 +12,7 @@ import yaml
 
 from engine import commands
 from tests.fixtures import (
+    PUBLISHED_TRAIN,
     ROOT,
     SEED_CONFIGS,
     expected_loss,
@@ -27,18 +31,6 @@ def raw(rel: str) -> dict:
         return yaml.safe_load(f)
 
 
-# One training run per loss recipe (cheapest on CIFAR-10 at imbalance factor 10: 36 images
-# from 10 a class) and per kind of data: image lists (imb_factor null), Places-LT (frozen
-# backbone + block).
-TRAIN = [
-    "arbloss/cifar10/cifar10_imb01.yaml",  # cross-entropy
-    "mislas/cifar10/cifar10_imb01_stage1_mixup.yaml",  # cross-entropy + mixup
-    "arbloss/cifar10/cifar10_imb01_arbloss.yaml",  # ARB-Loss, batch counts
-    "arbloss/cifar10/cifar10_imb01_arbloss_mixup.yaml",  # ... + mixup
-    "arbloss/cifar10/cifar10_imb01_arbloss_ugcc.yaml",  # ARB-Loss, training-set counts
-    "arbloss/imagenet/imagenet_resnet50_arbloss_ugcc_mixup.yaml",  # ... + mixup
-    "arbloss/places/places_resnet50_arbloss_ugcc_mixup.yaml",
-]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +43,7 @@ def small_data(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rel", TRAIN)
+@pytest.mark.parametrize("rel", PUBLISHED_TRAIN)
 def test_stage1_files_train(rel, small_data, tmp_path):
     r = raw(rel)
     opts = ["data_path", small_data[r["dataset"]], "download", "False", "num_epochs", "1",

@@ -1,4 +1,6 @@
-"""Stage 2 (train_stage2.py, engine/stage2.py): MiSLAS's recipe and the decoupled baselines."""
+"""Stage 2 (train_stage2.py, engine/stage2.py): MiSLAS's recipe and the decoupled baselines.
+
+Here: the in-process training and evaluation runs; the rest in tests/unit/test_stage2.py."""
 import json
 import math
 import os

@@ -1,4 +1,6 @@
-"""End-to-end training / evaluation on the embedded digits data and generated CIFAR."""
+"""End-to-end training / evaluation on the embedded digits data and generated CIFAR.
+
+Here: the in-process training and evaluation runs; the rest in tests/unit/test_train.py."""
 import json
 import os
 

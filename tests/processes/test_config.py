@@ -1,4 +1,6 @@
-"""Config loading: every shipped yaml, reference (MiSLAS) yaml files, overrides, errors."""
+"""Config loading: every shipped yaml, reference (MiSLAS) yaml files, overrides, errors.
+
+Here: the launched processes; the rest in tests/unit/test_config.py."""
 import os
 
 import pytest

@@ -1,7 +1,9 @@
 """Every CUDA code path: mixed precision (bf16, fp16 with the loss scaler), channels_last,
 torch.compile, the CIFAR and image-list device pipelines on the GPU, deterministic mode, exact
 resume, a 1-process NCCL group. All marked ``cuda``: they skip without a CUDA device and are
-run by ``bench/gpu_check.sh`` on a GPU machine."""
+run by ``bench/gpu_check.sh`` on a GPU machine.
+
+Here: the launched processes; the rest in tests/integration/test_cuda.py."""
 import sys
 
 import pytest

@@ -1,4 +1,6 @@
-"""DDP on CPU with gloo: torchrun, torch.distributed.launch, a 2-node rendezvous."""
+"""DDP on CPU with gloo: torchrun, torch.distributed.launch, a 2-node rendezvous.
+
+Here: the launched processes; the rest in tests/unit/test_distributed.py."""
 import os
 import signal
 import sys

@@ -6,7 +6,8 @@ Each run carries a marker in its environment, inherited by every process it star
 exit no process with the marker may be left (also processes started after the tree was
 collected). The runs synchronise through files (``tests/train_with_fault.py``: ``pause`` waits
 at the end of the first epoch, workers running) and a named pipe (eval), never by sleeping.
-"""
+
+Here: the launched processes; the rest in tests/unit/test_faults_processes.py."""
 import errno
 import os
 import re

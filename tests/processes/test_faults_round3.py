@@ -3,7 +3,10 @@
 The resume hint continues the run that stopped (its own config.yaml), a resume whose schedule
 would change leaves the run's folder alone, one sweep per folder, the dry run refuses what the
 real start-up refuses, an empty yaml, the tau-grid cap, warnings for silently ignored values,
-and a run stopped before it trained leaves no folder behind."""
+and a run stopped before it trained leaves no folder behind.
+
+Here: the launched processes; the rest in tests/unit/test_faults_round3.py,
+tests/integration/test_faults_round3.py."""
 import os
 import shlex
 import signal

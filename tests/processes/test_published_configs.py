@@ -1,6 +1,9 @@
 """The published yaml files of ARB-Loss and MiSLAS (verbatim copies under
 tests/data/published_configs, see the README.txt there) run unchanged, and our configs of the same
-name carry the published values."""
+name carry the published values.
+
+Here: the launched processes; the rest in tests/unit/test_published_configs.py,
+tests/integration/test_published_configs.py."""
 import os
 
 import pytest

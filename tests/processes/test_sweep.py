@@ -1,4 +1,6 @@
-"""tools/sweep.py: the grid, the summary, and an end-to-end sweep with a killed run."""
+"""tools/sweep.py: the grid, the summary, and an end-to-end sweep with a killed run.
+
+Here: the launched processes; the rest in tests/unit/test_sweep.py."""
 import csv
 import json
 import os

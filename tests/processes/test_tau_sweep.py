@@ -1,4 +1,6 @@
-"""eval.py --tau-sweep (engine/tau_sweep.py): choosing a post-hoc tau on held-out data."""
+"""eval.py --tau-sweep (engine/tau_sweep.py): choosing a post-hoc tau on held-out data.
+
+Here: the launched processes; the rest in tests/unit/test_tau_sweep.py."""
 import json
 import os
 import sys

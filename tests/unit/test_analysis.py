@@ -1,4 +1,7 @@
-"""Neural-collapse metrics, the eval.py report folder and the trainer's epoch_analysis hook."""
+"""Neural-collapse metrics, the eval.py report folder and the trainer's epoch_analysis hook.
+
+Here: the checks without a training loop or a process; the rest in
+tests/integration/test_analysis.py."""
 import math
 import os
 

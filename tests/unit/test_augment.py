@@ -1,5 +1,8 @@
 """Augmentation keys: AutoAugment / RandAugment in the transform lists, CutMix, and short
-training runs with each on."""
+training runs with each on.
+
+Here: the checks without a training loop or a process; the rest in
+tests/integration/test_augment.py."""
 import logging
 import os
 import re

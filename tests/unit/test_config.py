@@ -1,4 +1,7 @@
-"""Config loading: every shipped yaml, reference (MiSLAS) yaml files, overrides, errors."""
+"""Config loading: every shipped yaml, reference (MiSLAS) yaml files, overrides, errors.
+
+Here: the checks without a training loop or a process; the rest in
+tests/processes/test_config.py."""
 import glob
 import os
 import re

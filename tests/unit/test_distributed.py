@@ -1,4 +1,7 @@
-"""DDP on CPU with gloo: torchrun, torch.distributed.launch, a 2-node rendezvous."""
+"""DDP on CPU with gloo: torchrun, torch.distributed.launch, a 2-node rendezvous.
+
+Here: the checks without a training loop or a process; the rest in
+tests/processes/test_distributed.py."""
 import pytest
 
 from datasets.common import EpochSampler

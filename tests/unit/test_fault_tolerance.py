@@ -1,5 +1,8 @@
 """Exact resume, atomic checkpoints, safe loading, numerical faults, bad input, and run folders
-that belong to one config and one process (the real-process cases: test_faults_processes.py)."""
+that belong to one config and one process (the real-process cases: test_faults_processes.py).
+
+Here: the checks without a training loop or a process; the rest in
+tests/integration/test_fault_tolerance.py, tests/processes/test_fault_tolerance.py."""
 import argparse
 import errno
 import os

@@ -1,12 +1,5 @@
-"""Failures of real processes with loader workers: every error exit ends the process and all of
-its processes (loader workers, the fork server, the launcher's ranks) within seconds, with the
-promised exit status and one line; a second process never takes a running run's folder.
-
-Each run carries a marker in its environment, inherited by every process it starts; after the
-exit no process with the marker may be left (also processes started after the tree was
-collected). The runs synchronise through files (``tests/train_with_fault.py``: ``pause`` waits
-at the end of the first epoch, workers running) and a named pipe (eval), never by sleeping.
-"""
+"""A rank's error in the run log (the process-level failures are in
+tests/processes/test_faults_processes.py)."""
 import re
 
 import pytest

@@ -1,4 +1,7 @@
-"""Image-list data sets (ImageNet-LT, iNaturalist 2018, Places-LT) on generated JPEG trees."""
+"""Image-list data sets (ImageNet-LT, iNaturalist 2018, Places-LT) on generated JPEG trees.
+
+Here: the checks without a training loop or a process; the rest in
+tests/integration/test_imagelist.py."""
 import os
 import random
 

@@ -1,6 +1,9 @@
 """The re-balancing baselines (Balanced Softmax, logit adjustment, LDAM + DRW, focal,
 class-balanced, label smoothing) against their formulas written out directly, their
-equivalences, how ``loss`` and the ARB flags combine, and short training runs with each."""
+equivalences, how ``loss`` and the ARB flags combine, and short training runs with each.
+
+Here: the checks without a training loop or a process; the rest in
+tests/integration/test_losses.py."""
 import glob
 import math
 import os

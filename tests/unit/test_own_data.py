@@ -1,5 +1,8 @@
 """Your own data: a class-per-folder tree (dataset folder) and generic list files (dataset
-imagelist)."""
+imagelist).
+
+Here: the checks without a training loop or a process; the rest in
+tests/integration/test_own_data.py."""
 import os
 
 import numpy as np

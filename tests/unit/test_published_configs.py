@@ -1,6 +1,9 @@
 """The published yaml files of ARB-Loss and MiSLAS (verbatim copies under
 tests/data/published_configs, see the README.txt there) run unchanged, and our configs of the same
-name carry the published values."""
+name carry the published values.
+
+Here: the checks without a training loop or a process; the rest in
+tests/integration/test_published_configs.py, tests/processes/test_published_configs.py."""
 import glob
 import os
 
@@ -15,6 +18,7 @@ from datasets.imagelist import LIST_SPECS
 from engine import commands
 from engine.schedule import lr_at_epoch
 from tests.fixtures import (
+    PUBLISHED_TRAIN,
     ROOT,
     expected_loss,
     one_error_line,
@@ -163,23 +167,11 @@ def recipe(rel: str) -> str:
     return expected_loss(raw(rel)).split(" (alpha")[0]
 
 
-# One training run per loss recipe (cheapest on CIFAR-10 at imbalance factor 10: 36 images
-# from 10 a class) and per kind of data: image lists (imb_factor null), Places-LT (frozen
-# backbone + block).
-TRAIN = [
-    "arbloss/cifar10/cifar10_imb01.yaml",  # cross-entropy
-    "mislas/cifar10/cifar10_imb01_stage1_mixup.yaml",  # cross-entropy + mixup
-    "arbloss/cifar10/cifar10_imb01_arbloss.yaml",  # ARB-Loss, batch counts
-    "arbloss/cifar10/cifar10_imb01_arbloss_mixup.yaml",  # ... + mixup
-    "arbloss/cifar10/cifar10_imb01_arbloss_ugcc.yaml",  # ARB-Loss, training-set counts
-    "arbloss/imagenet/imagenet_resnet50_arbloss_ugcc_mixup.yaml",  # ... + mixup
-    "arbloss/places/places_resnet50_arbloss_ugcc_mixup.yaml",
-]
 
 
 def test_training_covers_every_recipe_and_kind_of_data():
-    assert {recipe(p) for p in TRAIN} == {recipe(p) for p in STAGE1}
-    assert {raw(p)["dataset"] for p in TRAIN} >= {"cifar10", "imagenet", "places"}
+    assert {recipe(p) for p in PUBLISHED_TRAIN} == {recipe(p) for p in STAGE1}
+    assert {raw(p)["dataset"] for p in PUBLISHED_TRAIN} >= {"cifar10", "imagenet", "places"}
 
 
 # ------------------------------------------------------------------ our configs

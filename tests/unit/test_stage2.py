@@ -1,4 +1,7 @@
-"""Stage 2 (train_stage2.py, engine/stage2.py): MiSLAS's recipe and the decoupled baselines."""
+"""Stage 2 (train_stage2.py, engine/stage2.py): MiSLAS's recipe and the decoupled baselines.
+
+Here: the checks without a training loop or a process; the rest in
+tests/integration/test_stage2.py."""
 import glob
 import math
 import os

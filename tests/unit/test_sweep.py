@@ -1,4 +1,6 @@
-"""tools/sweep.py: the grid, the summary, and an end-to-end sweep with a killed run."""
+"""tools/sweep.py: the grid, the summary, and an end-to-end sweep with a killed run.
+
+Here: the checks without a training loop or a process; the rest in tests/processes/test_sweep.py."""
 import sys
 
 import pytest

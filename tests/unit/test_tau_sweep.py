@@ -1,4 +1,7 @@
-"""eval.py --tau-sweep (engine/tau_sweep.py): choosing a post-hoc tau on held-out data."""
+"""eval.py --tau-sweep (engine/tau_sweep.py): choosing a post-hoc tau on held-out data.
+
+Here: the checks without a training loop or a process; the rest in
+tests/processes/test_tau_sweep.py."""
 import csv
 import json
 import os

@@ -1,4 +1,7 @@
-"""End-to-end training / evaluation on the embedded digits data and generated CIFAR."""
+"""End-to-end training / evaluation on the embedded digits data and generated CIFAR.
+
+Here: the checks without a training loop or a process; the rest in
+tests/integration/test_train.py."""
 from engine import commands
 from tests.fixtures import DIGITS_ARB
 
