@@ -147,7 +147,7 @@ _C.amp = 'none'  # mixed precision on CUDA: none | bf16 | fp16
 _C.channels_last = False  # channels_last memory format on CUDA
 _C.compile = False  # torch.compile the network only (forward; compile_mode covers more)
 # torch.compile the training step: forward, loss (its batch class counts included) and backward as
-# one graph: none | default | reduce-overhead (CUDA graphs on a GPU) | max-autotune
+# one graph, and the optimiser step: none | default | reduce-overhead (CUDA graphs) | max-autotune
 _C.compile_mode = 'none'
 # in-memory data (CIFAR, digits): keep the training set on the run's device and augment whole
 # batches there

@@ -52,8 +52,15 @@ class RunParts:
         """Set the learning rate of ``epoch`` (0-based) in every group; returns it."""
         lr = lr_at_epoch(self.cfg, epoch)
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            set_group_lr(g, lr, self.lr_tensor_device)
         return lr
+
+    @property
+    def lr_tensor_device(self):
+        """Where the groups' learning rates live as tensors: the device under a compiled step
+        (``compile_mode``: a float the schedule rewrites would be a constant compiled again at
+        every change), None (plain floats) otherwise."""
+        return None if self.cfg.compile_mode == "none" else self.device
 
     def train_mode(self) -> None:
         """Put the network in training mode (a frozen backbone stays in eval mode)."""
@@ -88,6 +95,19 @@ class RunParts:
                      f"{count_parameters(net.classifier):,} parameters")
         parts.append(f"loss: {self.describe_loss()}")
         return "\n".join(parts)
+
+
+def set_group_lr(group: dict, lr: float, tensor_device=None) -> None:
+    """Set a parameter group's learning rate: in place when it is a tensor (a compiled
+    optimiser step keeps reading the same tensor), as a new tensor on ``tensor_device`` when
+    one is asked for (e.g. after loading a checkpoint whose groups held floats), else as a
+    float."""
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(lr)
+    elif tensor_device is not None:
+        group["lr"] = torch.tensor(lr, dtype=torch.float32, device=tensor_device)
+    else:
+        group["lr"] = lr
 
 
 def build_optimizer(cfg, net: LTNet) -> torch.optim.Optimizer:

@@ -40,6 +40,7 @@ import torch
 from datasets.loader import per_rank_batch, train_loader
 from datasets.samplers import build_sampler
 from engine.hooks import HookBase
+from engine.parts import set_group_lr
 from engine.trainer import Trainer
 from methods import ClassCountLoss, LabelAwareSmoothing
 from models import LTNet, classifier_for_checkpoint, count_parameters
@@ -130,7 +131,7 @@ class Stage2Trainer(Trainer):
         """MiSLAS's cosine schedule; each group at its scale of it. Returns the base lr."""
         lr = 0.5 * self.cfg.lr * (1.0 + math.cos(math.pi * epoch / self.cfg.num_epochs))
         for g in self.optimizer.param_groups:
-            g["lr"] = g["lr_scale"] * lr
+            set_group_lr(g, g["lr_scale"] * lr, self.lr_tensor_device)
         return lr
 
     def build_train_loader(self):

@@ -67,6 +67,19 @@ def forward_and_loss(train_net: nn.Module, criterion, autocast, x: torch.Tensor,
     return loss, out, feats
 
 
+def step_functions(train_net: nn.Module, criterion, autocast, optimizer, compile_mode: str):
+    """``(forward_loss, optimizer_step)`` of a training step: :func:`forward_and_loss` over
+    these parts and the optimiser's ``step``; with a ``compile_mode`` both compiled, the first
+    as one graph per input signature (the full batch, the last partial one; the backward by
+    AOT autograd), the second as a few fused kernels (its learning rates are tensors, see
+    :meth:`engine.parts.RunParts.lr_tensor_device`)."""
+    step = functools.partial(forward_and_loss, train_net, criterion, autocast)
+    if compile_mode == "none":
+        return step, optimizer.step
+    return (torch.compile(step, mode=compile_mode, dynamic=False),
+            torch.compile(optimizer.step))
+
+
 class Trainer(RunParts):
     """Stage-1 training (MiSLAS / ARB-Loss recipe) of the network, loss and data named by
     ``cfg``, on the device and process group of ``dist``.
@@ -184,10 +197,8 @@ class Trainer(RunParts):
                 net, device_ids=[device.index] if device.type == "cuda" else None)
         if cfg.compile:
             self.train_net = torch.compile(self.train_net)
-        # compiled: one graph (backward by AOT autograd) per input signature: full / last batch
-        step = functools.partial(forward_and_loss, self.train_net, self.criterion, self.autocast)
-        self.forward_loss = step if cfg.compile_mode == "none" else torch.compile(
-            step, mode=cfg.compile_mode, dynamic=False)
+        self.forward_loss, self.optimizer_step = step_functions(
+            self.train_net, self.criterion, self.autocast, self.optimizer, cfg.compile_mode)
         rank, world = self.dist.rank, self.dist.world_size
         self.train_loader = self.build_train_loader()
         self.test_loader = eval_loader(cfg, self.data, "test", device, rank, world)
@@ -346,7 +357,7 @@ class Trainer(RunParts):
             self.scaler.update()
         else:
             loss.backward()
-            self.optimizer.step()
+            self.optimizer_step()
         return Step(epoch, iteration, global_step, out.detach(),
                     None if feats is None else feats.detach(), y_a,
                     y_b if lam != 1.0 else None, lam, cnt, loss=loss.detach(), y_true=y)
@@ -460,7 +471,7 @@ class _Progress:
                 mem = f" mem {torch.cuda.max_memory_allocated(t.device) / 2**20:.0f}MB"
             log.info("Epoch [%d/%d][%d/%d] loss %.4f lr %.5f %.0f img/s data %.3fs%s eta %s",
                      self.epoch + 1, t.cfg.num_epochs, i + 1, self.n_steps, float(loss),
-                     t.optimizer.param_groups[0]["lr"],
+                     float(t.optimizer.param_groups[0]["lr"]),
                      self.images / max(now - self.window_t0, 1e-9), self.waiting, mem,
                      format_seconds(eta))
         self.window_t0, self.images, self.waiting = now, 0, 0.0

@@ -47,3 +47,21 @@ def test_the_compile_mode_key():
         load_config(DIGITS_CE, ["compile_mode", "graphs"])
     with pytest.raises(ConfigError, match=r"keys 'compile' \(the network\) and 'compile_mode'"):
         load_config(DIGITS_CE, ["compile", "True", "compile_mode", "default"])
+
+
+def test_group_learning_rates_become_tensors_updated_in_place_under_a_compiled_step():
+    from engine.parts import set_group_lr
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    g = opt.param_groups[0]
+    set_group_lr(g, 0.05)  # eager: a float
+    assert g["lr"] == 0.05 and not isinstance(g["lr"], torch.Tensor)
+    set_group_lr(g, 0.05, torch.device("cpu"))  # compiled: a tensor from now on ...
+    lr = g["lr"]
+    assert isinstance(lr, torch.Tensor) and lr.item() == pytest.approx(0.05)
+    set_group_lr(g, 0.01, torch.device("cpu"))  # ... the same one, filled in place
+    assert g["lr"] is lr and lr.item() == pytest.approx(0.01)
+    # SGD steps with a tensor learning rate as with the float
+    p.grad = torch.ones(3)
+    opt.step()
+    assert torch.allclose(p.detach(), torch.full((3,), -0.01))
