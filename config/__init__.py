@@ -31,7 +31,7 @@ from utils.errors import ConfigError
 __all__ = ["get_cfg_defaults", "load_config", "cfg_to_yaml", "cfg_from_yaml_string",
            "mixup_enabled", "classifier_kind", "check_loss", "ARB_FLAGS", "validate", "check_value",
            "accepted_values", "check_class_ranges", "IMAGE_LIST_DATASETS", "STAGE2_KEYS",
-           "CLASS_RANGE_KEYS", "RANGE_PLACEHOLDER"]
+           "CLASS_RANGE_KEYS", "RANGE_PLACEHOLDER", "TIMM_PREFIX", "PLACES_BACKBONES"]
 
 _CHOICES = {
     "imb_type": ("exp", "step"),

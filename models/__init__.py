@@ -6,12 +6,11 @@ from typing import Callable, Dict, Optional
 
 import torch.nn as nn
 
-from config import classifier_kind
+from config import TIMM_PREFIX, classifier_kind
 from models import resnet, resnet_cifar
 from models.heads import CLASSIFIERS, Classifier, build_classifier
 from models.ltnet import LTNet
-from models.resnet_places import build_places_network
-from models.timm_backbone import PREFIX as TIMM_PREFIX
+from models.resnet_places import build_places_network, weights_wanted
 from models.timm_backbone import build_timm_backbone
 from utils.errors import CheckpointError, ConfigError
 
@@ -52,10 +51,8 @@ def build_network(cfg, num_classes: int, in_channels: int = 3,
             net.classifier = _head(kind, feat_in, num_classes, "linear", True, cfg)
         return net
     if cfg.backbone.startswith(TIMM_PREFIX):
-        if pretrained is None:  # a checkpoint to resume from replaces the weights anyway
-            pretrained = not (cfg.resume and cfg.resume != "auto")
         backbone = build_timm_backbone(cfg.backbone, in_channels, cfg.pretrained_path,
-                                       load_weights=pretrained)
+                                       load_weights=weights_wanted(cfg, pretrained))
     else:
         backbone = BACKBONES[cfg.backbone](in_channels)
     return LTNet(backbone, _head(kind, backbone.out_dim, num_classes,

@@ -132,6 +132,13 @@ def load_torchvision_weights(name: str) -> Tuple[Dict[str, torch.Tensor], str]:
     return _backbone_state(raw, weights.url, name), weights.url
 
 
+def weights_wanted(cfg, pretrained: Optional[bool]) -> bool:
+    """Whether to load pretrained backbone weights: ``pretrained``, or when None, unless
+    ``cfg.resume`` names a checkpoint (its ``state_dict_model`` replaces them anyway, so
+    evaluation and resuming work offline)."""
+    return not (cfg.resume and cfg.resume != "auto") if pretrained is None else pretrained
+
+
 def build_places_network(cfg, num_classes: int, in_channels: int = 3,
                          pretrained: Optional[bool] = None):
     """The Places-LT network as a :class:`models.LTNet` with a frozen backbone.
@@ -144,8 +151,7 @@ def build_places_network(cfg, num_classes: int, in_channels: int = 3,
     """
 
     name = cfg.backbone  # one of RESNET_SPECS (config.PLACES_BACKBONES, checked at load)
-    if pretrained is None:
-        pretrained = not (cfg.resume and cfg.resume != "auto")
+    pretrained = weights_wanted(cfg, pretrained)
     # Weights are fetched before the (large) backbone is built, so a failure comes at once.
     state, source = None, ""
     if cfg.not_pretrained:

@@ -13,11 +13,11 @@ import logging
 import torch
 import torch.nn as nn
 
+from config import TIMM_PREFIX
 from utils.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
-PREFIX = "timm:"
 
 
 def _timm():
@@ -79,7 +79,7 @@ class TimmBackbone(nn.Module):
 def build_timm_backbone(backbone: str, in_channels: int, pretrained_path: str = "",
                         load_weights: bool = True) -> TimmBackbone:
     """``timm:<name>`` without its head; ``pretrained_path`` loaded when ``load_weights``."""
-    net = TimmBackbone(backbone[len(PREFIX):], in_channels)
+    net = TimmBackbone(backbone[len(TIMM_PREFIX):], in_channels)
     if pretrained_path and load_weights:
         net.load_local_weights(pretrained_path)
     return net

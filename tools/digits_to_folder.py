@@ -2,8 +2,7 @@
 offline, in the layout your own data comes in (README, "Your own data").
 
     python tools/digits_to_folder.py /tmp/digits_tree            # /tmp/digits_tree/<digit>/<i>.png
-    python tools/make_lt_split.py /tmp/digits_tree --imb-factor 0.05 --out /tmp/digits_split \\
-        --test-per-class 50
+    python tools/make_lt_split.py /tmp/digits_tree --imb-factor 0.05 --out /tmp/s
     python tools/digits_to_folder.py /tmp/digits_folder --test-per-class 50   # train/ and test/
 
 Each 8 x 8 image (16 grey levels) is scaled to ``--size`` pixels (nearest neighbour) and saved

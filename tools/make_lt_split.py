@@ -1,8 +1,7 @@
 """Freeze a long-tailed split of a class-per-folder image tree as list files, for a paper.
 
     python tools/make_lt_split.py ROOT --imb-factor 0.01 --out splits/mine_if100
-    python tools/make_lt_split.py ROOT --imb-factor 0.1 --out DIR --profile step --seed 1 \\
-        --test-per-class 50
+    python tools/make_lt_split.py ROOT --imb-factor 0.1 --out DIR --profile step --seed 1
 
 ROOT holds ``<class>/<image>`` (ImageFolder's layout and extensions; class id = index of the
 folder name in sorted order). ``--test-per-class`` images of every class (a seeded choice)
